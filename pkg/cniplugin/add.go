@@ -1,0 +1,136 @@
+package cniplugin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netns"
+
+	"github.com/drover-net/drover/pkg/datapath"
+	"github.com/drover-net/drover/pkg/ipam"
+)
+
+// Add attaches the container to the node's pod network and prints the result
+// in the config's cniVersion. A failed ADD leaves no veth and no allocation.
+func Add(args *skel.CmdArgs) error {
+	c, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := checkNetNS(args.Netns); err != nil {
+		return err
+	}
+	st, err := c.nodeState()
+	if err != nil {
+		return stateError(err)
+	}
+	var requested net.IP
+	if len(c.ips) == 1 {
+		requested = c.ips[0]
+	}
+
+	gw := &net.IPNet{IP: st.Gateway, Mask: st.PodCIDR.Mask}
+	if err := datapath.EnableIPv4Forwarding(); err != nil {
+		return newError(ErrDatapath, "enable forwarding", err)
+	}
+	br, err := datapath.EnsureBridge(datapath.BridgeConfig{Name: c.bridge, Gateway: gw, MTU: st.MTU})
+	if err != nil {
+		return newError(ErrDatapath, "set up bridge "+c.bridge, err)
+	}
+
+	att := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
+	pool := ipam.Pool{Subnet: st.PodCIDR, Gateway: st.Gateway}
+	var ip net.IP
+	err = ipam.WithLock(c.storeDir, lockTimeout, func(s *ipam.Store) error {
+		ip, err = s.Allocate(pool, att, requested)
+		return err
+	})
+	if err != nil {
+		return ipamError(err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = ipam.WithLock(c.storeDir, lockTimeout, func(s *ipam.Store) error {
+				_, err := s.Release(att)
+				return err
+			})
+		}
+	}()
+
+	addr := &net.IPNet{IP: ip, Mask: st.PodCIDR.Mask}
+	host, pod, err := datapath.SetupPod(br, datapath.Pod{
+		NetNSPath: args.Netns,
+		IfName:    args.IfName,
+		HostVeth:  datapath.HostVethName(args.ContainerID, args.IfName),
+		MTU:       st.MTU,
+		MAC:       c.mac,
+		Addr:      addr,
+		Gateway:   st.Gateway,
+		Hairpin:   c.hairpin,
+	})
+	if err != nil {
+		return newError(ErrDatapath, "set up pod interface "+args.IfName, err)
+	}
+
+	sandboxIdx := 1
+	result := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: host.Name, Mac: host.MAC},
+			{Name: pod.Name, Mac: pod.MAC, Sandbox: args.Netns},
+		},
+		IPs: []*current.IPConfig{{
+			Interface: &sandboxIdx,
+			Address:   *addr,
+			Gateway:   st.Gateway,
+		}},
+		Routes: []*types.Route{{
+			Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+			GW:  st.Gateway,
+		}},
+		DNS: c.conf.DNS,
+	}
+	if err := types.PrintResult(result, c.conf.CNIVersion); err != nil {
+		return newError(types.ErrIOFailure, "print result", err)
+	}
+	ok = true
+	return nil
+}
+
+// checkNetNS refuses a namespace that does not exist or is the plugin's own:
+// skel only checks the latter after ADD has run, which would program the
+// node's own namespace as if it were a pod.
+func checkNetNS(path string) error {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return newError(types.ErrUnknownContainer, fmt.Sprintf("network namespace %q does not exist", path), err)
+	}
+	defer target.Close()
+	self, err := netns.Get()
+	if err != nil {
+		return newError(types.ErrInternal, "open the plugin's own network namespace", err)
+	}
+	defer self.Close()
+	if self.Equal(target) {
+		return newError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is the plugin's own network namespace, not a container's", nil)
+	}
+	return nil
+}
+
+func ipamError(err error) error {
+	switch {
+	case errors.Is(err, ipam.ErrPoolExhausted):
+		return newError(ErrPoolExhausted, "no free pod address on this node", err)
+	case errors.Is(err, ipam.ErrAddressUnavailable):
+		return newError(ErrAddressUnavailable, "requested address unavailable", err)
+	case errors.Is(err, ipam.ErrLockTimeout):
+		return newError(types.ErrTryAgainLater, "IPAM store busy", err)
+	default:
+		return newError(ErrIPAMStore, "IPAM store failure", err)
+	}
+}

@@ -1,0 +1,160 @@
+package ipam
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Pool is the range addresses come from: every host address of Subnet but
+// the network address, the broadcast address and the gateway.
+type Pool struct {
+	Subnet  *net.IPNet
+	Gateway net.IP
+}
+
+func ipToU32(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
+
+func u32ToIP(v uint32) net.IP {
+	ip := make(net.IP, 4)
+	binary.BigEndian.PutUint32(ip, v)
+	return ip
+}
+
+// bounds returns the first and last assignable host addresses.
+func (p Pool) bounds() (first, last uint32) {
+	base := ipToU32(p.Subnet.IP)
+	mask := binary.BigEndian.Uint32(net.IP(p.Subnet.Mask).To4())
+	return base + 1, (base | ^mask) - 1
+}
+
+// Usable reports whether ip may be handed to a pod.
+func (p Pool) Usable(ip net.IP) bool {
+	ip = ip.To4()
+	if ip == nil || !p.Subnet.Contains(ip) || ip.Equal(p.Gateway) {
+		return false
+	}
+	first, last := p.bounds()
+	v := ipToU32(ip)
+	return v >= first && v <= last
+}
+
+// Size is the number of addresses pods can get from p.
+func (p Pool) Size() int {
+	first, last := p.bounds()
+	n := int(last-first) + 1
+	if gw := p.Gateway.To4(); gw != nil && ipToU32(gw) >= first && ipToU32(gw) <= last {
+		n--
+	}
+	return n
+}
+
+// Allocate gives a an address from p. When a already holds an address of p
+// (a retried ADD), that address is returned again. When requested is set,
+// exactly that address is allocated or ErrAddressUnavailable returned.
+// Otherwise allocation goes round-robin from the last address handed out, so
+// a just-released address is not reused at once.
+func (s *Store) Allocate(p Pool, a Attachment, requested net.IP) (net.IP, error) {
+	recs, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		if r.Attachment == a && p.Usable(r.IP) && (requested == nil || r.IP.Equal(requested)) {
+			return r.IP, nil
+		}
+	}
+	if requested != nil {
+		if !p.Usable(requested) {
+			return nil, fmt.Errorf("%w: %s is not an assignable address of %s (gateway %s)", ErrAddressUnavailable, requested, p.Subnet, p.Gateway)
+		}
+		ok, err := s.reserve(requested.To4(), a)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: %s is already allocated", ErrAddressUnavailable, requested)
+		}
+		s.setLastReserved(requested)
+		return requested.To4(), nil
+	}
+
+	held := make(map[uint32]bool, len(recs))
+	for _, r := range recs {
+		held[ipToU32(r.IP)] = true
+	}
+	first, last := p.bounds()
+	start := first
+	if lr := s.lastReserved(); lr != nil && p.Subnet.Contains(lr) {
+		if v := ipToU32(lr); v >= first && v < last {
+			start = v + 1
+		}
+	}
+	gw := ipToU32(p.Gateway.To4())
+	v := start
+	for {
+		if v != gw && !held[v] {
+			ip := u32ToIP(v)
+			ok, err := s.reserve(ip, a)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				s.setLastReserved(ip)
+				return ip, nil
+			}
+		}
+		if v == last {
+			v = first
+		} else {
+			v++
+		}
+		if v == start {
+			return nil, fmt.Errorf("%w %s (%d addresses, all allocated)", ErrPoolExhausted, p.Subnet, p.Size())
+		}
+	}
+}
+
+// Free counts the addresses of p that are not allocated.
+func (s *Store) Free(p Pool) (int, error) {
+	recs, err := s.List()
+	if err != nil {
+		return 0, err
+	}
+	n := p.Size()
+	for _, r := range recs {
+		if p.Usable(r.IP) {
+			n--
+		}
+	}
+	return n, nil
+}
+
+func (s *Store) lastReserved() net.IP {
+	data, err := os.ReadFile(filepath.Join(s.dir, lastReservedFile))
+	if err != nil {
+		return nil
+	}
+	return net.ParseIP(strings.TrimSpace(string(data))).To4()
+}
+
+// setLastReserved is best effort: losing it only restarts round-robin at the
+// start of the pool.
+func (s *Store) setLastReserved(ip net.IP) {
+	path := filepath.Join(s.dir, lastReservedFile)
+	tmp, err := os.CreateTemp(s.dir, tmpPrefix+"*")
+	if err != nil {
+		return
+	}
+	_, werr := tmp.WriteString(ip.String() + "\n")
+	if cerr := tmp.Close(); werr != nil || cerr != nil {
+		_ = os.Remove(tmp.Name())
+		return
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+}

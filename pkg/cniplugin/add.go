@@ -8,6 +8,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netns"
 
 	"github.com/drover-net/drover/pkg/datapath"
@@ -28,9 +29,15 @@ func Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return stateError(err)
 	}
+	pool := ipam.Pool{Subnet: st.PodCIDR, Gateway: st.Gateway}
 	var requested net.IP
 	if len(c.ips) == 1 {
 		requested = c.ips[0]
+		// Refused before anything is touched on the node.
+		if !pool.Usable(requested) {
+			return newError(ErrAddressUnavailable, "requested address unavailable",
+				fmt.Errorf("%s is not an assignable address of %s (gateway %s)", requested, st.PodCIDR, st.Gateway))
+		}
 	}
 
 	gw := &net.IPNet{IP: st.Gateway, Mask: st.PodCIDR.Mask}
@@ -43,7 +50,6 @@ func Add(args *skel.CmdArgs) error {
 	}
 
 	att := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
-	pool := ipam.Pool{Subnet: st.PodCIDR, Gateway: st.Gateway}
 	var ip net.IP
 	err = ipam.WithLock(c.storeDir, lockTimeout, func(s *ipam.Store) error {
 		ip, err = s.Allocate(pool, att, requested)
@@ -106,9 +112,16 @@ func Add(args *skel.CmdArgs) error {
 // skel only checks the latter after ADD has run, which would program the
 // node's own namespace as if it were a pod.
 func checkNetNS(path string) error {
+	if err := ns.IsNSorErr(path); err != nil {
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &notNS) {
+			return newError(types.ErrUnknownContainer, fmt.Sprintf("%q is not a network namespace", path), err)
+		}
+		return newError(types.ErrUnknownContainer, fmt.Sprintf("network namespace %q does not exist", path), err)
+	}
 	target, err := netns.GetFromPath(path)
 	if err != nil {
-		return newError(types.ErrUnknownContainer, fmt.Sprintf("network namespace %q does not exist", path), err)
+		return newError(types.ErrUnknownContainer, fmt.Sprintf("open network namespace %q", path), err)
 	}
 	defer target.Close()
 	self, err := netns.Get()

@@ -93,20 +93,15 @@ func (c *config) validate() error {
 	if n.IPAM.Type != "" {
 		return fmt.Errorf("ipam type %q given: drover allocates addresses itself, remove the ipam section", n.IPAM.Type)
 	}
-	if n.PodCIDR != "" {
-		if _, err := nodestate.ParseIPv4CIDR(n.PodCIDR); err != nil {
-			return fmt.Errorf("podCIDR: %w", err)
-		}
-	}
 	if n.ClusterCIDR != "" {
 		if _, err := nodestate.ParseIPv4CIDR(n.ClusterCIDR); err != nil {
 			return fmt.Errorf("clusterCIDR: %w", err)
 		}
-		if n.PodCIDR != "" {
-			st := nodestate.State{Version: nodestate.Version, PodCIDR: n.PodCIDR, ClusterCIDR: n.ClusterCIDR}
-			if _, err := st.Parse(); err != nil {
-				return err
-			}
+	}
+	if n.PodCIDR != "" {
+		st := nodestate.State{Version: nodestate.Version, PodCIDR: n.PodCIDR, ClusterCIDR: n.ClusterCIDR}
+		if _, err := st.Parse(); err != nil {
+			return err
 		}
 	}
 	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 9000) {

@@ -32,6 +32,13 @@ type Expect struct {
 // has its MAC, addresses and routes. It returns ErrNetNSNotFound,
 // ErrLinkNotFound or ErrMismatch, wrapped with what differs.
 func CheckPod(e Expect) error {
+	// The namespace first: when it is gone the veth pair died with it, and
+	// "container gone" is the answer the runtime can act on.
+	podNS, err := netns.GetFromPath(e.NetNSPath)
+	if err != nil {
+		return fmt.Errorf("%s: %w", e.NetNSPath, ErrNetNSNotFound)
+	}
+	defer podNS.Close()
 	hl, err := netlinksafe.LinkByName(e.HostVeth)
 	if err != nil {
 		if isNotFound(err) {
@@ -50,11 +57,6 @@ func CheckPod(e Expect) error {
 		return fmt.Errorf("host veth %s is down: %w", e.HostVeth, ErrMismatch)
 	}
 
-	podNS, err := netns.GetFromPath(e.NetNSPath)
-	if err != nil {
-		return fmt.Errorf("%s: %w", e.NetNSPath, ErrNetNSNotFound)
-	}
-	defer podNS.Close()
 	ph, err := netlink.NewHandleAt(podNS)
 	if err != nil {
 		return fmt.Errorf("netlink handle in %s: %w", e.NetNSPath, err)

@@ -64,6 +64,9 @@ type Record struct {
 type Store struct {
 	dir  string
 	lock *os.File
+	// pending is set when a Lock timed out while its flock(2) still waits:
+	// the file must stay open until that call returns.
+	pending chan error
 }
 
 // Open creates the store directory if needed and opens its lock file.
@@ -82,7 +85,15 @@ func Open(dir string) (*Store, error) {
 func (s *Store) Dir() string { return s.dir }
 
 // Close closes the lock file, which also releases the lock.
-func (s *Store) Close() error { return s.lock.Close() }
+func (s *Store) Close() error {
+	if s.pending != nil {
+		// A timed-out flock still blocks on the file: close it once that
+		// call returns, which also drops a lock it took late.
+		go func() { <-s.pending; _ = s.lock.Close() }()
+		return nil
+	}
+	return s.lock.Close()
+}
 
 // Lock takes the store's exclusive lock, waiting until ctx is done. On
 // success it also removes temporary files that a killed holder left behind.
@@ -91,14 +102,16 @@ func (s *Store) Lock(ctx context.Context) error {
 	// unlike polling; it runs in a goroutine so the wait can be bounded. If
 	// the wait times out, the process is about to exit with an error anyway,
 	// and the kernel drops a lock taken late by that goroutine.
+	fd := int(s.lock.Fd())
 	done := make(chan error, 1)
-	go func() { done <- unix.Flock(int(s.lock.Fd()), unix.LOCK_EX) }()
+	go func() { done <- unix.Flock(fd, unix.LOCK_EX) }()
 	select {
 	case err := <-done:
 		if err != nil {
 			return fmt.Errorf("lock IPAM store %s: %w", s.dir, err)
 		}
 	case <-ctx.Done():
+		s.pending = done
 		return fmt.Errorf("%w %s: %w", ErrLockTimeout, s.dir, ctx.Err())
 	}
 	s.removeTemporaries()

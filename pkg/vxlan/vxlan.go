@@ -33,9 +33,9 @@ type Config struct {
 	Name     string
 	VNI      int
 	Port     int
-	LocalIP  net.IP     // underlay source address
-	Underlay int        // underlay link index
-	MTU      int        // 0: underlay MTU - Overhead
+	LocalIP  net.IP // underlay source address
+	Underlay int    // underlay link index
+	MTU      int    // 0: underlay MTU - Overhead
 	MAC      net.HardwareAddr
 	Addr     *net.IPNet // the VTEP address, /32
 }

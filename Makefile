@@ -13,7 +13,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./plugins/... ./flexvolume/... $(wildcard ./cmd/...)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./plugins/... ./flexvolume/... ./cmd/...
 
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \

@@ -2,13 +2,54 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/drover-net/drover/pkg/datastore"
+	"github.com/drover-net/drover/pkg/kube"
 )
 
-func openKube(ctx context.Context, o *options, cluster *net.IPNet, log *slog.Logger) (datastore.Datastore, error) {
-	return nil, errors.New("--datastore=kubernetes: not built yet in this version; use --datastore=local:DIR")
+// ClaimsConfigMap holds self-allocated pod CIDR claims.
+const ClaimsConfigMap = "drover-pod-cidrs"
+
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	cfg.UserAgent = "droverd"
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return c, nil
+}
+
+func openKube(_ context.Context, o *options, cluster *net.IPNet, log *slog.Logger) (datastore.Datastore, error) {
+	c, err := kubeClient(o.kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg := kube.Config{Client: c, Resync: o.resync * 30}
+	if o.allocateNodeCIDRs {
+		ns := os.Getenv("POD_NAMESPACE")
+		if ns == "" {
+			ns = "kube-system"
+		}
+		cfg.Allocation = &kube.Allocation{ClusterCIDR: cluster, NodeMask: o.nodeCIDRMask, Namespace: ns, ConfigMap: ClaimsConfigMap}
+		log.Info("self-allocating node pod CIDRs", "configmap", ns+"/"+ClaimsConfigMap, "mask", o.nodeCIDRMask)
+	}
+	return kube.New(cfg), nil
 }

@@ -1,0 +1,132 @@
+// Package kube is droverd's Kubernetes datastore: the node's pod CIDR comes
+// from its Node object (spec.podCIDR, as kube-controller-manager allocates
+// it) or, when the cluster does not allocate, from a claim made through the
+// API server's optimistic concurrency; the node's VTEP is published as
+// drover.io/ annotations through the nodes/status subresource; peers come
+// from a Node informer. It does not program anything.
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/drover-net/drover/pkg/datastore"
+	"github.com/drover-net/drover/pkg/nodestate"
+)
+
+// Annotations drover publishes on its Node.
+const (
+	AnnotationVTEPMAC    = "drover.io/vtep-mac"
+	AnnotationUnderlayIP = "drover.io/underlay-ip"
+	// AnnotationPodCIDR carries a self-allocated pod CIDR, for peers to
+	// read where spec.podCIDR is empty.
+	AnnotationPodCIDR = "drover.io/pod-cidr"
+)
+
+// Config shapes the datastore.
+type Config struct {
+	Client kubernetes.Interface
+	// Allocation, when set, lets nodes without spec.podCIDR claim a subnet.
+	Allocation *Allocation
+	// Resync is the informer's resync period; 0 disables.
+	Resync time.Duration
+}
+
+// Store implements datastore.Datastore over the API.
+type Store struct {
+	cfg Config
+}
+
+// New returns the store.
+func New(cfg Config) *Store { return &Store{cfg: cfg} }
+
+// PodCIDR returns spec.podCIDR, else the node's self-allocated claim, else
+// (with allocation configured) a newly claimed subnet.
+func (s *Store) PodCIDR(ctx context.Context, name string) (*net.IPNet, error) {
+	node, err := s.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("get node %s: %w", name, err)
+	}
+	if cidr := nodePodCIDR(node); cidr != nil {
+		return cidr, nil
+	}
+	if s.cfg.Allocation == nil {
+		return nil, fmt.Errorf("node %s has no spec.podCIDR yet (is kube-controller-manager running with --allocate-node-cidrs?), and self-allocation is off", name)
+	}
+	cidr, err := s.cfg.Allocation.claim(ctx, s.cfg.Client, name)
+	if err != nil {
+		return nil, err
+	}
+	// Record the claim on the Node, where peers look for it.
+	if err := s.patchAnnotations(ctx, name, map[string]string{AnnotationPodCIDR: cidr.String()}); err != nil {
+		return nil, err
+	}
+	return cidr, nil
+}
+
+// Publish writes the VTEP annotations. It patches through nodes/status, the
+// only write droverd's role needs: the status strategy keeps metadata
+// changes, as kubelet's own annotation updates rely on.
+func (s *Store) Publish(ctx context.Context, self datastore.Node) error {
+	ann := map[string]string{
+		AnnotationVTEPMAC:    self.VTEPMAC.String(),
+		AnnotationUnderlayIP: self.UnderlayIP.String(),
+	}
+	return s.patchAnnotations(ctx, self.Name, ann)
+}
+
+func (s *Store) patchAnnotations(ctx context.Context, name string, ann map[string]string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	if err != nil {
+		return err
+	}
+	_, err = s.cfg.Client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err != nil {
+		return fmt.Errorf("annotate node %s: %w", name, err)
+	}
+	return nil
+}
+
+// RemoveAnnotations deletes drover's annotations from a node; for
+// uninstall. A missing node is fine.
+func RemoveAnnotations(ctx context.Context, c kubernetes.Interface, name string) error {
+	patch := []byte(`{"metadata":{"annotations":{"` + AnnotationVTEPMAC + `":null,"` + AnnotationUnderlayIP + `":null,"` + AnnotationPodCIDR + `":null}}}`)
+	_, err := c.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// nodePodCIDR is the node's IPv4 pod CIDR: spec.podCIDRs (dual-stack
+// clusters list one per family), spec.podCIDR, then drover's own claim.
+func nodePodCIDR(n *corev1.Node) *net.IPNet {
+	cands := append([]string{}, n.Spec.PodCIDRs...)
+	cands = append(cands, n.Spec.PodCIDR, n.Annotations[AnnotationPodCIDR])
+	for _, c := range cands {
+		if c == "" {
+			continue
+		}
+		if cidr, err := nodestate.ParseIPv4CIDR(c); err == nil {
+			return cidr
+		}
+	}
+	return nil
+}
+
+// toNode reads a Node object as an overlay record.
+func toNode(n *corev1.Node) datastore.Node {
+	d := datastore.Node{Name: n.Name, PodCIDR: nodePodCIDR(n)}
+	d.VTEPMAC, _ = net.ParseMAC(n.Annotations[AnnotationVTEPMAC])
+	d.UnderlayIP = net.ParseIP(n.Annotations[AnnotationUnderlayIP]).To4()
+	return d
+}

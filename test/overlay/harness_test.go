@@ -1,0 +1,261 @@
+package overlay_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/drover-net/drover/internal/cnirig"
+	"github.com/drover-net/drover/internal/testcluster"
+	"github.com/drover-net/drover/internal/testns"
+)
+
+var (
+	droverdBin string
+	cniPath    string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "drover-overlay-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	droverdBin = filepath.Join(dir, "droverd")
+	build := exec.Command("go", "build", "-o", droverdBin, "github.com/drover-net/drover/cmd/droverd")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build droverd: %v\n%s", err, out)
+		return 1
+	}
+	if err := cnirig.BuildDrover(filepath.Join(dir, "drover")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ref := cnirig.RefPluginsDir()
+	if err := cnirig.CheckRefPlugins(ref); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cniPath = filepath.Join(dir, "cni-bin")
+	if err := cnirig.ComposePath(cniPath, filepath.Join(dir, "drover"), ref); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// cluster is a netns cluster whose nodes run the real droverd binary.
+type cluster struct {
+	t      *testing.T
+	u      *testcluster.Underlay
+	dsArgs []string // datastore flags for every droverd
+	nodes  map[string]*node
+	extra  []string
+}
+
+type node struct {
+	*testcluster.Node
+	dir string
+	cmd *exec.Cmd
+	log *os.File
+}
+
+// newCluster makes the underlay; datastore flags default to a local
+// datastore in a temp dir.
+func newCluster(t *testing.T, extra ...string) *cluster {
+	testns.RequireRoot(t)
+	c := &cluster{t: t, u: testcluster.NewUnderlay(t), nodes: map[string]*node{}, extra: extra}
+	c.dsArgs = []string{"--datastore", "local:" + t.TempDir()}
+	return c
+}
+
+func (c *cluster) dsDir() string { return strings.TrimPrefix(c.dsArgs[1], "local:") }
+
+// start creates the node on first use and starts its droverd.
+func (c *cluster) start(name string) *node {
+	c.t.Helper()
+	n := c.nodes[name]
+	if n == nil {
+		n = &node{Node: c.u.AddNode(c.t, name), dir: c.t.TempDir()}
+		c.nodes[name] = n
+		c.t.Cleanup(func() { c.stop(name, syscall.SIGKILL) })
+	}
+	var err error
+	n.log, err = os.OpenFile(filepath.Join(n.dir, "droverd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	args := append([]string{
+		"--node-name", name, "--cluster-cidr", "10.244.0.0/16", "--underlay-iface", "eth0",
+		"--state-file", filepath.Join(n.dir, "node.json"), "--ipam-dir", filepath.Join(n.dir, "ipam"),
+		"--cni-conf-dir", filepath.Join(n.dir, "net.d"), "--resync", "2s",
+	}, c.dsArgs...)
+	args = append(args, c.extra...)
+	err = n.NS.Do(func(ns.NetNS) error {
+		n.cmd = exec.Command(droverdBin, args...)
+		n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+		return n.cmd.Start()
+	})
+	if err != nil {
+		c.t.Fatalf("start droverd on %s: %v", name, err)
+	}
+	return n
+}
+
+// stop signals droverd and waits for it.
+func (c *cluster) stop(name string, sig syscall.Signal) {
+	n := c.nodes[name]
+	if n == nil || n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(sig)
+	_ = n.cmd.Wait()
+	n.cmd = nil
+	_ = n.log.Close()
+	if c.t.Failed() {
+		if data, err := os.ReadFile(filepath.Join(n.dir, "droverd.log")); err == nil {
+			c.t.Logf("droverd log of %s:\n%s", name, tail(string(data), 30))
+		}
+	}
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+func (n *node) conflist() string { return filepath.Join(n.dir, "net.d", "10-drover.conflist") }
+
+// waitReady waits for droverd to write the conflist.
+func (c *cluster) waitReady(n *node, within time.Duration) {
+	c.t.Helper()
+	eventually(c.t, within, func() error {
+		if _, err := os.Stat(n.conflist()); err != nil {
+			return fmt.Errorf("%s has no conflist yet", n.Name)
+		}
+		return nil
+	})
+}
+
+// pod is a namespace attached through libcni with droverd's conflist.
+type pod struct {
+	ns   ns.NetNS
+	ip   net.IP
+	node *node
+}
+
+func (c *cluster) addPod(n *node) *pod {
+	c.t.Helper()
+	p := &pod{ns: testns.New(c.t), node: n}
+	list, err := libcni.ConfListFromFile(n.conflist())
+	if err != nil {
+		c.t.Fatalf("read conflist of %s: %v", n.Name, err)
+	}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{cniPath}, filepath.Join(n.dir, "cni-cache"), nil)
+	rt := &libcni.RuntimeConf{ContainerID: filepath.Base(p.ns.Path()), NetNS: p.ns.Path(), IfName: "eth0"}
+	var res *current.Result
+	err = n.NS.Do(func(ns.NetNS) error {
+		r, err := cni.AddNetworkList(context.Background(), list, rt)
+		if err != nil {
+			return err
+		}
+		res, err = current.NewResultFromResult(r)
+		return err
+	})
+	if err != nil {
+		c.t.Fatalf("ADD pod on %s: %v", n.Name, err)
+	}
+	p.ip = res.IPs[0].Address.IP
+	c.t.Cleanup(func() {
+		_ = n.NS.Do(func(ns.NetNS) error { return cni.DelNetworkList(context.Background(), list, rt) })
+	})
+	return p
+}
+
+func eventually(t *testing.T, within time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// serveEcho listens on ip:port inside ns and echoes every connection. The
+// listening socket belongs to the namespace it was opened in, so the accept
+// loop may run on any thread.
+func serveEcho(t *testing.T, in ns.NetNS, addr string) {
+	t.Helper()
+	var ln net.Listener
+	err := in.Do(func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(conn, conn); conn.Close() }()
+		}
+	}()
+}
+
+// dial opens a TCP connection from inside ns.
+func dial(in ns.NetNS, addr string) (net.Conn, error) {
+	var conn net.Conn
+	err := in.Do(func(ns.NetNS) error {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, 3*time.Second)
+		return err
+	})
+	return conn, err
+}
+
+// roundTrip sends a line and expects it back.
+func roundTrip(conn net.Conn, msg string) error {
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, sent %q", buf, msg)
+	}
+	return nil
+}

@@ -1,0 +1,336 @@
+package overlay_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/drover-net/drover/internal/testcluster"
+	"github.com/drover-net/drover/internal/testns"
+	"github.com/drover-net/drover/pkg/overlay"
+)
+
+// threeByTwo starts three nodes and two pods on each.
+func threeByTwo(t *testing.T, c *cluster) []*pod {
+	var pods []*pod
+	for i := 1; i <= 3; i++ {
+		n := c.start(fmt.Sprintf("node-%d", i))
+		c.waitReady(n, 15*time.Second)
+	}
+	for i := 1; i <= 3; i++ {
+		n := c.nodes[fmt.Sprintf("node-%d", i)]
+		pods = append(pods, c.addPod(n), c.addPod(n))
+	}
+	waitRoutes(t, c, 2)
+	return pods
+}
+
+// waitRoutes waits until every running node has want drover routes.
+func waitRoutes(t *testing.T, c *cluster, want int) {
+	t.Helper()
+	for _, n := range c.nodes {
+		if n.cmd == nil {
+			continue
+		}
+		eventually(t, 15*time.Second, func() error {
+			if got := droverRoutes(t, n); len(got) != want {
+				return fmt.Errorf("%s has routes %v, want %d", n.Name, got, want)
+			}
+			return nil
+		})
+	}
+}
+
+func droverRoutes(t *testing.T, n *node) []string {
+	var dsts []string
+	err := n.NS.Do(func(ns.NetNS) error {
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: overlay.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+		for _, r := range rs {
+			dsts = append(dsts, r.Dst.String())
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dsts
+}
+
+func pingAll(t *testing.T, pods []*pod) {
+	t.Helper()
+	for _, a := range pods {
+		for _, b := range pods {
+			if a != b {
+				if err := testcluster.Ping(a.ns, b.ip, 1); err != nil {
+					t.Fatalf("%s pod -> %s pod: %v", a.node.Name, b.node.Name, err)
+				}
+			}
+		}
+	}
+}
+
+func TestThreeNodesTwoPodsEveryPairPingsAndTalksTCP(t *testing.T) {
+	c := newCluster(t)
+	pods := threeByTwo(t, c)
+	for _, n := range c.nodes {
+		data, err := os.ReadFile(filepath.Join(n.dir, "node.json"))
+		if err != nil || !strings.Contains(string(data), `"mtu": 1450`) {
+			t.Fatalf("%s node state: %s %v", n.Name, data, err)
+		}
+	}
+	pingAll(t, pods)
+	for i, p := range pods {
+		serveEcho(t, p.ns, fmt.Sprintf("%s:%d", p.ip, 7000+i))
+	}
+	for _, a := range pods {
+		for i, b := range pods {
+			if a == b {
+				continue
+			}
+			conn, err := dial(a.ns, fmt.Sprintf("%s:%d", b.ip, 7000+i))
+			if err != nil {
+				t.Fatalf("TCP %s -> %s: %v", a.ip, b.ip, err)
+			}
+			if err := roundTrip(conn, "hello across nodes\n"); err != nil {
+				t.Fatalf("TCP %s -> %s: %v", a.ip, b.ip, err)
+			}
+			conn.Close()
+		}
+	}
+}
+
+func TestADeletedNodeVanishesAndAJoiningNodeIsReachable(t *testing.T) {
+	c := newCluster(t)
+	pods := threeByTwo(t, c)
+
+	// node-3 leaves: its record goes, as a deleted Node object would.
+	c.stop("node-3", syscall.SIGTERM)
+	if err := os.Remove(filepath.Join(c.dsDir(), "node-3.json")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"node-1", "node-2"} {
+		n := c.nodes[name]
+		eventually(t, 10*time.Second, func() error {
+			for _, r := range droverRoutes(t, n) {
+				if r == pods[4].ip.Mask(net.CIDRMask(24, 32)).String()+"/24" {
+					return fmt.Errorf("%s still routes to the departed node: %v", name, r)
+				}
+			}
+			return nil
+		})
+	}
+	if err := testcluster.Ping(pods[0].ns, pods[2].ip, 1); err != nil {
+		t.Fatalf("remaining nodes lost each other: %v", err)
+	}
+
+	// node-4 joins: reachable within seconds.
+	joined := time.Now()
+	n4 := c.start("node-4")
+	c.waitReady(n4, 15*time.Second)
+	p4 := c.addPod(n4)
+	eventually(t, 10*time.Second, func() error { return testcluster.Ping(pods[0].ns, p4.ip, 1) })
+	t.Logf("a pod on the joining node answered %s after its droverd started", time.Since(joined).Round(time.Millisecond))
+	if err := testcluster.Ping(p4.ns, pods[2].ip, 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRestartUnderTrafficLosesNothing(t *testing.T) {
+	c := newCluster(t)
+	pods := threeByTwo(t, c)
+	a, b := pods[0], pods[2] // node-1 -> node-2
+	serveEcho(t, b.ns, fmt.Sprintf("%s:7100", b.ip))
+	conn, err := dial(a.ns, fmt.Sprintf("%s:7100", b.ip))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	var sent atomic.Int64
+	var streamErr error
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := roundTrip(conn, fmt.Sprintf("message %06d\n", i)); err != nil {
+				streamErr = err
+				return
+			}
+			sent.Add(1)
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+
+	// 10 pings a second for the whole restart.
+	var pingOut []byte
+	var pingErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pingErr = a.ns.Do(func(ns.NetNS) error {
+			pingOut, pingErr = exec.Command("ping", "-i", "0.1", "-c", "60", "-W", "1", b.ip.String()).CombinedOutput()
+			return pingErr
+		})
+	}()
+
+	time.Sleep(1500 * time.Millisecond)
+	c.stop("node-1", syscall.SIGKILL)
+	time.Sleep(500 * time.Millisecond)
+	c.start("node-1")
+	time.Sleep(1500 * time.Millisecond)
+	c.stop("node-2", syscall.SIGTERM)
+	c.start("node-2")
+	time.Sleep(2500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	if streamErr != nil {
+		t.Fatalf("the TCP stream broke across the restarts after %d messages: %v", sent.Load(), streamErr)
+	}
+	if pingErr != nil || !strings.Contains(string(pingOut), " 0% packet loss") {
+		t.Fatalf("pings lost across the restarts: %v\n%s", pingErr, pingOut)
+	}
+	t.Logf("%d echoes and 60 pings crossed SIGKILL and SIGTERM restarts without loss", sent.Load())
+	if logs, _ := os.ReadFile(filepath.Join(c.nodes["node-1"].dir, "droverd.log")); strings.Count(string(logs), `"msg":"reconciled"`) > 3 {
+		t.Logf("node-1 log:\n%s", tail(string(logs), 20))
+	}
+}
+
+func TestHandTamperingIsRepaired(t *testing.T) {
+	c := newCluster(t)
+	pods := threeByTwo(t, c)
+	n1 := c.nodes["node-1"]
+	peerCIDR := &net.IPNet{IP: pods[2].ip.Mask(net.CIDRMask(24, 32)), Mask: net.CIDRMask(24, 32)}
+	for _, tc := range []struct {
+		name   string
+		tamper func() error
+	}{
+		{"a deleted route", func() error {
+			return netlink.RouteDel(&netlink.Route{Dst: peerCIDR, Protocol: overlay.RouteProtocol})
+		}},
+		{"a deleted FDB entry", func() error {
+			dev, err := netlink.LinkByName("drover.vxlan")
+			if err != nil {
+				return err
+			}
+			fdb, err := netlink.NeighList(dev.Attrs().Index, unix.AF_BRIDGE)
+			if err != nil || len(fdb) == 0 {
+				return fmt.Errorf("no FDB entries: %v", err)
+			}
+			fdb[0].Family, fdb[0].Flags = unix.AF_BRIDGE, netlink.NTF_SELF
+			return netlink.NeighDel(&fdb[0])
+		}},
+		{"a deleted VXLAN device", func() error {
+			dev, err := netlink.LinkByName("drover.vxlan")
+			if err != nil {
+				return err
+			}
+			return netlink.LinkDel(dev)
+		}},
+		{"a deleted masquerade rule", func() error {
+			return exec.Command("iptables", "-w", "-t", "nat", "-F", "DROVER-POSTROUTING").Run()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := n1.NS.Do(func(ns.NetNS) error { return tc.tamper() }); err != nil {
+				t.Fatalf("tamper: %v", err)
+			}
+			start := time.Now()
+			eventually(t, 10*time.Second, func() error {
+				if err := testcluster.Ping(pods[0].ns, pods[2].ip, 1); err != nil {
+					return err
+				}
+				out, _ := testcluster.Exec(n1.NS, "iptables", "-w", "-t", "nat", "-S", "DROVER-POSTROUTING")
+				if !strings.Contains(out, "MASQUERADE") {
+					return fmt.Errorf("masquerade rule not back")
+				}
+				return nil
+			})
+			t.Logf("repaired in %s", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+func TestPodTrafficLeavesTheClusterWithTheNodeAddress(t *testing.T) {
+	c := newCluster(t)
+	// "The internet": a namespace on the underlay at the nodes' default
+	// gateway address, with a TCP server that reports who connected.
+	inet := testns.New(t)
+	err := c.u.NS.Do(func(ns.NetNS) error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ul-inet"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(inet.Fd()))}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return err
+		}
+		br, _ := netlink.LinkByName(testcluster.UnderlayBridge)
+		l, _ := netlink.LinkByName("ul-inet")
+		if err := netlink.LinkSetMaster(l, br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = inet.Do(func(ns.NetNS) error {
+		l, _ := netlink.LinkByName("eth0")
+		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(198, 51, 100, 1), Mask: net.CIDRMask(24, 32)}}); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := inet.Do(func(ns.NetNS) error { ln, err = net.Listen("tcp", "198.51.100.1:8080"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(conn, "%s\n", conn.RemoteAddr().(*net.TCPAddr).IP)
+			conn.Close()
+		}
+	}()
+
+	n := c.start("node-1")
+	c.waitReady(n, 15*time.Second)
+	p := c.addPod(n)
+	var seen string
+	eventually(t, 10*time.Second, func() error {
+		conn, err := dial(p.ns, "198.51.100.1:8080")
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		seen, err = bufio.NewReader(conn).ReadString('\n')
+		return err
+	})
+	if strings.TrimSpace(seen) != n.IP.String() {
+		t.Fatalf("the outside saw the pod as %s, want the node address %s", strings.TrimSpace(seen), n.IP)
+	}
+}

@@ -98,3 +98,10 @@ func Sync(cfg Config, peers []Peer) (Changes, error) {
 	}
 	return ch, nil
 }
+
+// RemoveRoutes deletes every route drover installed (direct routes on the
+// underlay included); for uninstall.
+func RemoveRoutes() error {
+	var ch Changes
+	return syncRoutes(Config{}, -1, nil, &ch)
+}

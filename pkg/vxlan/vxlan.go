@@ -163,3 +163,19 @@ func ensureOnlyAddr(l netlink.Link, want *net.IPNet) error {
 	}
 	return nil
 }
+
+// Delete removes the device, and with it every neighbour and FDB entry and
+// every route through it. A missing device is not an error; for uninstall.
+func Delete(name string) error {
+	vx, err := Get(name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkDel(vx); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}

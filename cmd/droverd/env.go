@@ -1,13 +1,17 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"time"
 )
 
 // Flag defaults from DROVER_<NAME> environment variables, so a DaemonSet
-// can configure droverd from a ConfigMap with envFrom.
+// can configure droverd from a ConfigMap with envFrom. A variable that is
+// set but does not parse is an error, not a silent default.
+
+var envErrs []error
 
 func env(name, def string) string {
 	if v, ok := os.LookupEnv("DROVER_" + name); ok {
@@ -16,23 +20,23 @@ func env(name, def string) string {
 	return def
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(env(name, "")); err == nil {
-		return v
+func envParse[T any](name string, def T, parse func(string) (T, error)) T {
+	v, ok := os.LookupEnv("DROVER_" + name)
+	if !ok || v == "" {
+		return def
 	}
-	return def
+	p, err := parse(v)
+	if err != nil {
+		envErrs = append(envErrs, fmt.Errorf("DROVER_%s=%q: %w", name, v, err))
+		return def
+	}
+	return p
 }
 
-func envBool(name string, def bool) bool {
-	if v, err := strconv.ParseBool(env(name, "")); err == nil {
-		return v
-	}
-	return def
-}
+func envInt(name string, def int) int { return envParse(name, def, strconv.Atoi) }
+
+func envBool(name string, def bool) bool { return envParse(name, def, strconv.ParseBool) }
 
 func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(env(name, "")); err == nil {
-		return v
-	}
-	return def
+	return envParse(name, def, time.ParseDuration)
 }

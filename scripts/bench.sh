@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
 source scripts/env.sh
 make --no-print-directory build >/dev/null
-for b in scripts/bench-cni.sh scripts/bench-flexvolume.sh; do
+for b in scripts/bench-cni.sh scripts/bench-flexvolume.sh scripts/bench-overlay.sh scripts/bench-scale.sh; do
 	if [ -x "$b" ]; then
 		echo "== $b"
 		bash "$b"

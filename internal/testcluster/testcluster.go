@@ -59,8 +59,15 @@ func NewUnderlay(t testing.TB) *Underlay {
 func (u *Underlay) AddNode(t testing.TB, name string) *Node {
 	t.Helper()
 	u.nodes++
-	n := &Node{Name: name, NS: testns.New(t), IP: net.IPv4(198, 51, 100, byte(10+u.nodes)).To4()}
-	peer := fmt.Sprintf("ul-%d", u.nodes)
+	return u.AddHost(t, name, net.IPv4(198, 51, 100, byte(10+u.nodes)).To4())
+}
+
+// AddHost is AddNode with a chosen address, for hosts that are not nodes
+// (a control plane, an "internet"). Addresses below .10 are free for it.
+func (u *Underlay) AddHost(t testing.TB, name string, ip net.IP) *Node {
+	t.Helper()
+	n := &Node{Name: name, NS: testns.New(t), IP: ip.To4()}
+	peer := fmt.Sprintf("ul-%d", ip.To4()[3])
 	err := u.NS.Do(func(ns.NetNS) error {
 		veth := &netlink.Veth{
 			LinkAttrs:     netlink.LinkAttrs{Name: peer},

@@ -1,0 +1,152 @@
+// Package voladmin is the admin command for drover/local volumes:
+// list (name, size, use, where mounted) and delete, as a table for people
+// or JSON for scripts. Flexvolume has no delete verb, so volumes outlive
+// their PVs until an admin removes them here.
+//
+// It holds argument parsing and output only; the work is pkg/volumes'.
+package voladmin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/drover-net/drover/pkg/flexvol"
+	"github.com/drover-net/drover/pkg/volumes"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+const usage = `usage: drover-volumes [flags] list
+       drover-volumes [flags] delete NAME
+
+flags:
+  --state-dir DIR   state directory (default: from --config, $DROVER_LOCAL_STATE_DIR, else /var/lib/drover)
+  --config FILE     the driver's drover-local.json, to use its stateDir
+  -o table|json     output format (default table)
+`
+
+// Main runs the command and returns its exit code: 0 done, 1 refused or
+// failed, 2 bad usage.
+func Main(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet("drover-volumes", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	stateDir := fs.String("state-dir", "", "state directory")
+	cfgFile := fs.String("config", "", "driver config file")
+	output := fs.String("o", "table", "output format: table or json")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *output != "table" && *output != "json" {
+		fmt.Fprintf(stderr, "drover-volumes: -o must be table or json\n")
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 || (rest[0] == "list" && len(rest) != 1) || (rest[0] == "delete" && len(rest) != 2) ||
+		(rest[0] != "list" && rest[0] != "delete") {
+		fs.Usage()
+		return 2
+	}
+	dir := *stateDir
+	if dir == "" {
+		env := getenv
+		if *cfgFile != "" {
+			env = func(k string) string {
+				if k == flexvol.EnvConfig {
+					return *cfgFile
+				}
+				return getenv(k)
+			}
+		}
+		cfg, err := flexvol.LoadConfig("/nonexistent/drover-volumes", env)
+		if err != nil {
+			fmt.Fprintf(stderr, "drover-volumes: %v\n", err)
+			return 1
+		}
+		dir = cfg.StateDir
+	}
+	st, err := volumes.New(dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "drover-volumes: %v\n", err)
+		return 1
+	}
+	switch rest[0] {
+	case "list":
+		vols, err := st.List()
+		if err != nil {
+			fmt.Fprintf(stderr, "drover-volumes: %v\n", err)
+			return 1
+		}
+		if *output == "json" {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(vols)
+			return 0
+		}
+		printTable(stdout, vols)
+		return 0
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := st.Delete(ctx, rest[1])
+		if *output == "json" {
+			res := map[string]string{"name": rest[1], "result": "deleted"}
+			if err != nil {
+				res["result"], res["error"] = "refused", err.Error()
+			}
+			json.NewEncoder(stdout).Encode(res)
+		} else if err == nil {
+			fmt.Fprintf(stdout, "deleted volume %s\n", rest[1])
+		}
+		if err != nil {
+			if errors.Is(err, volumes.ErrInUse) {
+				err = fmt.Errorf("%w (unmount it from every pod first)", err)
+			}
+			fmt.Fprintf(stderr, "drover-volumes: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+}
+
+func printTable(w io.Writer, vols []volumes.VolumeInfo) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tFSTYPE\tSIZE\tALLOCATED\tUSED\tMOUNTED AT")
+	for _, v := range vols {
+		used := "-"
+		if v.UsedBytes != nil {
+			used = human(*v.UsedBytes)
+		}
+		where := "-"
+		if len(v.MountedAt) > 0 {
+			where = strings.Join(v.MountedAt, ",")
+		} else if v.GlobalMount != "" {
+			where = "(global mount only)"
+		}
+		fs := v.FSType
+		if !v.Formatted {
+			fs += " (unformatted)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, fs, human(v.SizeBytes), human(v.AllocatedBytes), used, where)
+	}
+	tw.Flush()
+}
+
+// human prints bytes as a Kubernetes quantity when exact ("1Gi"), else in
+// KiB below 1 MiB and MiB with one decimal above.
+func human(n int64) string {
+	switch {
+	case n%(1<<20) == 0:
+		return resource.NewQuantity(n, resource.BinarySI).String()
+	case n < 1<<20:
+		return fmt.Sprintf("%dKi", (n+1023)/1024)
+	default:
+		return fmt.Sprintf("%.1fMi", float64(n)/(1<<20))
+	}
+}

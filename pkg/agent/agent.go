@@ -123,8 +123,20 @@ func (a *Agent) Kick() {
 // Run sets the node up and reconciles until ctx ends. On return the data
 // path stays as it is.
 func (a *Agent) Run(ctx context.Context) error {
+	ulIP := a.cfg.UnderlayIP
+	if ulIP == nil && a.cfg.UnderlayIface == "" {
+		// Kubernetes: the Node's InternalIP is the address its peers know
+		// it by; without one, fall back to the default route's interface.
+		if h, ok := a.cfg.Datastore.(datastore.UnderlayHinter); ok {
+			ip, err := h.UnderlayIP(ctx, a.cfg.NodeName)
+			if err != nil {
+				a.log.Warn("node InternalIP unknown; using the default route's interface", "err", err)
+			}
+			ulIP = ip
+		}
+	}
 	var err error
-	if a.underlay, err = FindUnderlay(a.cfg.UnderlayIface, a.cfg.UnderlayIP); err != nil {
+	if a.underlay, err = FindUnderlay(a.cfg.UnderlayIface, ulIP); err != nil {
 		return err
 	}
 	a.mac = vxlan.MACForNode(a.cfg.NodeName)

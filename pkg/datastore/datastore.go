@@ -41,6 +41,13 @@ type Datastore interface {
 	Watch(ctx context.Context, onChange func([]Node)) error
 }
 
+// UnderlayHinter is implemented by datastores that know the node's own
+// address (the Kubernetes Node's InternalIP), the default underlay when no
+// interface or address is configured.
+type UnderlayHinter interface {
+	UnderlayIP(ctx context.Context, node string) (net.IP, error)
+}
+
 // ErrNoFreeSubnet says every subnet of the cluster CIDR is taken.
 var ErrNoFreeSubnet = errors.New("no free pod subnet in the cluster CIDR")
 

@@ -73,6 +73,22 @@ func (s *Store) PodCIDR(ctx context.Context, name string) (*net.IPNet, error) {
 	return cidr, nil
 }
 
+// UnderlayIP returns the node's InternalIP (IPv4), or nil when it has none.
+func (s *Store) UnderlayIP(ctx context.Context, name string) (net.IP, error) {
+	node, err := s.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("get node %s: %w", name, err)
+	}
+	for _, a := range node.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip := net.ParseIP(a.Address).To4(); ip != nil {
+				return ip, nil
+			}
+		}
+	}
+	return nil, nil
+}
+
 // Publish writes the VTEP annotations. It patches through nodes/status, the
 // only write droverd's role needs: the status strategy keeps metadata
 // changes, as kubelet's own annotation updates rely on.

@@ -42,6 +42,17 @@ func TestKubernetesDatastore(t *testing.T) {
 			t.Fatalf("PodCIDR = %v, %v", cidr, err)
 		}
 	})
+	t.Run("the underlay default is the node's InternalIP", func(t *testing.T) {
+		n, _ := c.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "node-a"}, {Type: corev1.NodeInternalIP, Address: "198.51.100.11"}}
+		if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		ip, err := s.UnderlayIP(ctx, "node-a")
+		if err != nil || ip.String() != "198.51.100.11" {
+			t.Fatalf("UnderlayIP = %v, %v", ip, err)
+		}
+	})
 	t.Run("a node without pod CIDR and no self-allocation is an error that says why", func(t *testing.T) {
 		createNode(t, c, "node-bare", "")
 		_, err := s.PodCIDR(ctx, "node-bare")

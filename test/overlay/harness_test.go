@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -258,4 +259,27 @@ func roundTrip(conn net.Conn, msg string) error {
 		return fmt.Errorf("echo %q, sent %q", buf, msg)
 	}
 	return nil
+}
+
+// httpGet fetches a URL from inside a namespace (droverd's endpoints listen
+// on the node namespace's loopback).
+func httpGet(in ns.NetNS, url string) (int, string, error) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := in.Do(func(ns.NetNS) error {
+				var err error
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+	}}
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
 }

@@ -92,6 +92,27 @@ func TestThreeNodesTwoPodsEveryPairPingsAndTalksTCP(t *testing.T) {
 		}
 	}
 	pingAll(t, pods)
+	n1 := c.nodes["node-1"]
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "ok",
+		"/metrics": "drover_overlay_peers 2",
+	} {
+		code, body, err := httpGet(n1.NS, "http://127.0.0.1:9436"+path)
+		if err != nil || code != 200 || !strings.Contains(body, want) {
+			t.Fatalf("GET %s: %d %v, body lacks %q:\n%s", path, code, err, want, tail(body, 10))
+		}
+	}
+	// IPAM usage is sampled at each reconcile: wait for one after the ADDs.
+	eventually(t, 10*time.Second, func() error {
+		_, metrics, _ := httpGet(n1.NS, "http://127.0.0.1:9436/metrics")
+		for _, m := range []string{"drover_reconcile_duration_seconds_count", "drover_reconcile_errors_total 0", "drover_ipam_addresses_allocated 2", "drover_ipam_addresses_capacity 253", "drover_datastore_errors_total"} {
+			if !strings.Contains(metrics, m) {
+				return fmt.Errorf("metrics lack %q", m)
+			}
+		}
+		return nil
+	})
 	for i, p := range pods {
 		serveEcho(t, p.ns, fmt.Sprintf("%s:%d", p.ip, 7000+i))
 	}

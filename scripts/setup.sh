@@ -42,4 +42,8 @@ if [ ! -x "$ref/cnitool" ] || [ ! -x "$ref/portmap" ]; then
 	GOBIN="$ref.tmp" CGO_ENABLED=0 go install "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
 	rm -rf "$ref" && mv "$ref.tmp" "$ref"
 fi
+# A real kube-apiserver on Debian's etcd for droverd's and the installer's
+# tests: built from the k8s.io/kubernetes module once (10+ minutes), then
+# cached beside the reference plugins.
+bash "$(dirname "$0")/kube-build.sh" kube-apiserver >/dev/null
 echo "$ref"

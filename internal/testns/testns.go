@@ -4,8 +4,12 @@
 package testns
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
@@ -30,10 +34,7 @@ func New(t testing.TB) ns.NetNS {
 	if err != nil {
 		t.Fatalf("create network namespace: %v", err)
 	}
-	t.Cleanup(func() {
-		_ = n.Close()
-		_ = testutils.UnmountNS(n)
-	})
+	t.Cleanup(func() { remove(t, n) })
 	err = n.Do(func(ns.NetNS) error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
@@ -45,4 +46,23 @@ func New(t testing.TB) ns.NetNS {
 		t.Fatalf("bring up lo in %s: %v", n.Path(), err)
 	}
 	return n
+}
+
+// remove unmounts and deletes the namespace's bind mount. A plain unmount
+// fails with EBUSY while a child forked by another goroutine still holds a
+// copy of the namespace's descriptor between fork and exec; a lazy unmount
+// detaches it anyway, and a namespace that still cannot be removed fails the
+// test rather than leaking into /run/netns.
+func remove(t testing.TB, n ns.NetNS) {
+	path := n.Path()
+	_ = n.Close()
+	if err := testutils.UnmountNS(n); err == nil {
+		return
+	}
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		t.Errorf("detach network namespace %s: %v", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("remove network namespace %s: %v", path, err)
+	}
 }

@@ -122,9 +122,19 @@ func (r *Rules) Ensure() (int, error) {
 	return writes, nil
 }
 
-// Remove deletes the jumps and drover's chains; for uninstall.
+// Remove deletes the jumps and drover's chains; for uninstall. It is
+// idempotent: any of them may already be gone.
 func (r *Rules) Remove() error {
 	for _, j := range r.jumps() {
+		// `iptables -C` fails outright when the jump's target chain does
+		// not exist, and then no jump to it can exist either.
+		exists, err := r.ipt.ChainExists(j.table, j.to)
+		if err != nil {
+			return fmt.Errorf("look for chain %s/%s: %w", j.table, j.to, err)
+		}
+		if !exists {
+			continue
+		}
 		if err := r.ipt.DeleteIfExists(j.table, j.from, j.spec()...); err != nil {
 			return fmt.Errorf("remove jump %s/%s -> %s: %w", j.table, j.from, j.to, err)
 		}

@@ -123,3 +123,48 @@ func TestEnsureOwnsItsChainsAndLeavesOthersAlone(t *testing.T) {
 		t.Error("Remove took a foreign rule")
 	}
 }
+
+func TestRemoveIsIdempotent(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup []string // iptables commands before Remove
+	}{
+		{"Remove on a node without drover's chains", nil},
+		{"Remove with only the nat chain and its jump left", []string{
+			"-t nat -N DROVER-POSTROUTING",
+			"-t nat -A POSTROUTING -m comment --comment drover:_masquerade_pod_traffic_leaving_the_cluster -j DROVER-POSTROUTING",
+		}},
+		{"Remove with only an empty filter chain left", []string{"-t filter -N DROVER-FORWARD"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			node := testns.New(t)
+			for _, c := range tc.setup {
+				args := strings.Fields(c)
+				for i := range args {
+					args[i] = strings.ReplaceAll(args[i], "_", " ")
+				}
+				run(t, node, args...)
+			}
+			_, c, _ := net.ParseCIDR("10.244.0.0/16")
+			for i := 0; i < 2; i++ {
+				err := node.Do(func(ns.NetNS) error {
+					r, err := masq.New(c)
+					if err != nil {
+						return err
+					}
+					return r.Remove()
+				})
+				if err != nil {
+					t.Fatalf("Remove #%d: %v", i+1, err)
+				}
+			}
+			for _, table := range []string{"nat", "filter"} {
+				for _, line := range iptablesS(t, node, table) {
+					if strings.Contains(line, "DROVER") {
+						t.Fatalf("%s still has %q", table, line)
+					}
+				}
+			}
+		})
+	}
+}

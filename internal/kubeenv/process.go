@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -38,16 +39,29 @@ func startProcess(name, nsPath, dir, bin string, args ...string) (*process, erro
 	cmd.Stderr = log
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = log.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
 	p := &process{name: name, cmd: cmd, logPath: logPath, log: log, done: make(chan struct{})}
+	// Pdeathsig fires when the forking *thread* exits, not the process. Go
+	// ends threads whose goroutine exits while locked (testutils.NewNS
+	// does this on purpose), so a server forked from an arbitrary thread
+	// could be killed by an unrelated namespace creation later. Fork from
+	// a thread locked to this goroutine until the child has exited.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		p.waitErr = cmd.Wait()
 		_ = log.Close()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		_ = log.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
 	return p, nil
 }
 

@@ -17,8 +17,10 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/drover-net/drover/internal/cnirig"
+	"github.com/drover-net/drover/internal/kubeenv"
 	"github.com/drover-net/drover/internal/testcluster"
 	"github.com/drover-net/drover/internal/testns"
 )
@@ -69,6 +71,8 @@ type cluster struct {
 	dsArgs []string // datastore flags for every droverd
 	nodes  map[string]*node
 	extra  []string
+	env    *kubeenv.Env // nil: the local datastore
+	seq    int          // nodes made so far, for their pod CIDRs
 }
 
 type node struct {
@@ -96,6 +100,11 @@ func (c *cluster) start(name string) *node {
 	if n == nil {
 		n = &node{Node: c.u.AddNode(c.t, name), dir: c.t.TempDir()}
 		c.nodes[name] = n
+		c.seq++
+		if c.env != nil {
+			// The controller manager's part: a Node with its pod CIDR.
+			createNode(c.t, c.env, name, fmt.Sprintf("10.244.%d.0/24", c.seq))
+		}
 		c.t.Cleanup(func() { c.stop(name, syscall.SIGKILL) })
 	}
 	var err error
@@ -282,4 +291,30 @@ func httpGet(in ns.NetNS, url string) (int, string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
+}
+
+// removeNode stops a node's droverd and deletes its record, as deleting a
+// Node object does.
+func (c *cluster) removeNode(name string) {
+	c.t.Helper()
+	c.stop(name, syscall.SIGTERM)
+	if c.env != nil {
+		if err := c.env.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+			c.t.Fatal(err)
+		}
+		return
+	}
+	if err := os.Remove(filepath.Join(c.dsDir(), name+".json")); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// datastores runs a scenario once with each datastore: the local directory
+// and a real kube-apiserver.
+func datastores(t *testing.T, scenario func(t *testing.T, c *cluster)) {
+	t.Run("local", func(t *testing.T) { scenario(t, newCluster(t)) })
+	t.Run("kubernetes", func(t *testing.T) {
+		c, _ := kubeCluster(t)
+		scenario(t, c)
+	})
 }

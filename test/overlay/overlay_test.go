@@ -83,7 +83,10 @@ func pingAll(t *testing.T, pods []*pod) {
 }
 
 func TestThreeNodesTwoPodsEveryPairPingsAndTalksTCP(t *testing.T) {
-	c := newCluster(t)
+	datastores(t, testThreeNodesTwoPodsEveryPairPingsAndTalksTCP)
+}
+
+func testThreeNodesTwoPodsEveryPairPingsAndTalksTCP(t *testing.T, c *cluster) {
 	pods := threeByTwo(t, c)
 	for _, n := range c.nodes {
 		data, err := os.ReadFile(filepath.Join(n.dir, "node.json"))
@@ -134,14 +137,14 @@ func TestThreeNodesTwoPodsEveryPairPingsAndTalksTCP(t *testing.T) {
 }
 
 func TestADeletedNodeVanishesAndAJoiningNodeIsReachable(t *testing.T) {
-	c := newCluster(t)
+	datastores(t, testADeletedNodeVanishesAndAJoiningNodeIsReachable)
+}
+
+func testADeletedNodeVanishesAndAJoiningNodeIsReachable(t *testing.T, c *cluster) {
 	pods := threeByTwo(t, c)
 
 	// node-3 leaves: its record goes, as a deleted Node object would.
-	c.stop("node-3", syscall.SIGTERM)
-	if err := os.Remove(filepath.Join(c.dsDir(), "node-3.json")); err != nil {
-		t.Fatal(err)
-	}
+	c.removeNode("node-3")
 	for _, name := range []string{"node-1", "node-2"} {
 		n := c.nodes[name]
 		eventually(t, 10*time.Second, func() error {
@@ -170,7 +173,10 @@ func TestADeletedNodeVanishesAndAJoiningNodeIsReachable(t *testing.T) {
 }
 
 func TestRestartUnderTrafficLosesNothing(t *testing.T) {
-	c := newCluster(t)
+	datastores(t, testRestartUnderTrafficLosesNothing)
+}
+
+func testRestartUnderTrafficLosesNothing(t *testing.T, c *cluster) {
 	pods := threeByTwo(t, c)
 	a, b := pods[0], pods[2] // node-1 -> node-2
 	serveEcho(t, b.ns, fmt.Sprintf("%s:7100", b.ip))
@@ -232,13 +238,21 @@ func TestRestartUnderTrafficLosesNothing(t *testing.T) {
 		t.Fatalf("pings lost across the restarts: %v\n%s", pingErr, pingOut)
 	}
 	t.Logf("%d echoes and 60 pings crossed SIGKILL and SIGTERM restarts without loss", sent.Load())
+	// The restarted agents adopted the data path: not one kernel write.
+	for _, name := range []string{"node-1", "node-2"} {
+		_, metrics, err := httpGet(c.nodes[name].NS, "http://127.0.0.1:9436/metrics")
+		if err != nil || !strings.Contains(metrics, "drover_reconcile_writes_total 0") {
+			t.Errorf("restarted droverd on %s wrote to the kernel (or %v):\n%s", name, err, grepLines(metrics, "drover_reconcile"))
+		}
+	}
 	if logs, _ := os.ReadFile(filepath.Join(c.nodes["node-1"].dir, "droverd.log")); strings.Count(string(logs), `"msg":"reconciled"`) > 3 {
 		t.Logf("node-1 log:\n%s", tail(string(logs), 20))
 	}
 }
 
-func TestHandTamperingIsRepaired(t *testing.T) {
-	c := newCluster(t)
+func TestHandTamperingIsRepaired(t *testing.T) { datastores(t, testHandTamperingIsRepaired) }
+
+func testHandTamperingIsRepaired(t *testing.T, c *cluster) {
 	pods := threeByTwo(t, c)
 	n1 := c.nodes["node-1"]
 	peerCIDR := &net.IPNet{IP: pods[2].ip.Mask(net.CIDRMask(24, 32)), Mask: net.CIDRMask(24, 32)}
@@ -354,4 +368,14 @@ func TestPodTrafficLeavesTheClusterWithTheNodeAddress(t *testing.T) {
 	if strings.TrimSpace(seen) != n.IP.String() {
 		t.Fatalf("the outside saw the pod as %s, want the node address %s", strings.TrimSpace(seen), n.IP)
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

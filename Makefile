@@ -7,7 +7,7 @@ GOFLAGS ?=
 
 export GOFLAGS
 
-.PHONY: all build test bench demo lint setup clean
+.PHONY: all build test e2e bench demo lint setup clean
 
 all: build
 
@@ -19,12 +19,17 @@ lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e,e2ebench ./test/e2e/...
 
 setup:
 	bash scripts/setup.sh
 
 test:
 	bash scripts/test.sh
+
+# The real-node suite alone (kubelet + containerd per node); make test runs it too.
+e2e:
+	bash scripts/e2e.sh
 
 bench:
 	bash scripts/bench.sh

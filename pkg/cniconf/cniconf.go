@@ -24,6 +24,19 @@ const DefaultName = "10-drover.conflist"
 // NetworkName is the CNI network name droverd writes.
 const NetworkName = "drover"
 
+// Spec versions of the conflist. The plugin serves every version from
+// 0.3.0, but the runtime's libcni picks the version it calls with, and a
+// libcni older than 1.2 (containerd 1.6, which Debian 12 ships, among
+// others) refuses a 1.1.0 list: each sandbox fails with "unsupported CNI
+// result version". So the list names 1.0.0 in
+// cniVersion, which every runtime of the last years accepts, and both
+// versions in cniVersions (spec 1.1), from which a newer libcni takes the
+// highest it implements and gains STATUS and GC.
+const (
+	LegacyVersion = "1.0.0"
+	LatestVersion = "1.1.0"
+)
+
 // Options shape the conflist.
 type Options struct {
 	// NodeState is the state file path the plugin reads; empty means the
@@ -49,9 +62,10 @@ func Render(o Options) ([]byte, error) {
 		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true})
 	}
 	list := map[string]any{
-		"cniVersion": "1.1.0",
-		"name":       NetworkName,
-		"plugins":    plugins,
+		"cniVersion":  LegacyVersion,
+		"cniVersions": []string{LegacyVersion, LatestVersion},
+		"name":        NetworkName,
+		"plugins":     plugins,
 	}
 	data, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {

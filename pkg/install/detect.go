@@ -141,7 +141,7 @@ func (d Detector) fromConfig(k *kubelet) (dir, src string, err error) {
 			return "", "", fmt.Errorf("kubelet (pid %d) config %s: %w", k.pid, cfg, err)
 		}
 		if v != "" {
-			dir, src = v, "config "+cfg
+			dir, src = d.configRelative(k, cfg, v), "config "+cfg
 		}
 	}
 	if drop, ok := lastFlag(k.args, "config-dir"); ok && drop != "" {
@@ -160,7 +160,7 @@ func (d Detector) fromConfig(k *kubelet) (dir, src string, err error) {
 				return "", "", fmt.Errorf("kubelet (pid %d) drop-in %s: %w", k.pid, p, err)
 			}
 			if v != "" {
-				dir, src = v, "config drop-in "+p
+				dir, src = d.configRelative(k, p, v), "config drop-in "+p
 			}
 		}
 	}
@@ -216,6 +216,16 @@ func (d Detector) dropIns(k *kubelet, dir string) ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// configRelative resolves a path read from a kubelet config file the way
+// kubelet does: relative to the directory of the file that holds it, not
+// to kubelet's working directory.
+func (d Detector) configRelative(k *kubelet, file, path string) string {
+	if filepath.IsAbs(path) {
+		return filepath.Clean(path)
+	}
+	return filepath.Join(filepath.Dir(d.kubeletAbs(k, file)), path)
 }
 
 // kubeletAbs resolves a relative path against kubelet's working directory.

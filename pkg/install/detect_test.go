@@ -101,6 +101,19 @@ func TestPluginDir(t *testing.T) {
 			want:  "/var/lib/kubelet/volumeplugins",
 		},
 		{
+			name:  "a relative volumePluginDir in the config file is resolved against the file's directory",
+			procs: []fakeProc{{pid: 44, argv: []string{"kubelet", "--config=/etc/kubernetes/kubelet/config.yaml"}, cwd: "/", files: map[string]string{"/etc/kubernetes/kubelet/config.yaml": kubeletCfg("flex")}}},
+			want:  "/etc/kubernetes/kubelet/flex",
+		},
+		{
+			name: "a relative volumePluginDir in a drop-in is resolved against the drop-in's directory",
+			procs: []fakeProc{{pid: 45, argv: []string{"kubelet", "--config=/etc/k/config.yaml", "--config-dir=/etc/k/conf.d"}, files: map[string]string{
+				"/etc/k/config.yaml":         kubeletCfg("/from/config"),
+				"/etc/k/conf.d/10-flex.conf": kubeletCfg("../plugins"),
+			}}},
+			want: "/etc/k/plugins",
+		},
+		{
 			name:     "a config file kubelet's root lacks is read from the host root",
 			procs:    []fakeProc{{pid: 42, argv: []string{"kubelet", "--config=/etc/kubernetes/kubelet.yaml"}}},
 			hostFile: map[string]string{"/etc/kubernetes/kubelet.yaml": kubeletCfg("/etc/kubernetes/volumeplugins")},

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -237,6 +240,38 @@ func TestManifestsOnAPIServer(t *testing.T) {
 		t.Fatal("no DaemonSet drover applied")
 	})
 
+	t.Run("the namespace admits the DaemonSet's privileged pod, which baseline refuses", func(t *testing.T) {
+		checkPodSecurity(t, env.Client, applied)
+	})
+
+	t.Run("the ConfigMap carries every setting droverd reads, and the quota admits critical pods", func(t *testing.T) {
+		for _, o := range applied {
+			switch o.GetKind() {
+			case "ConfigMap":
+				if o.GetName() != "drover-config" {
+					continue
+				}
+				data, _, _ := unstructured.NestedStringMap(o.Object, "data")
+				for _, k := range []string{"CLUSTER_CIDR", "VNI", "PORT", "MTU"} {
+					if data[k] == "" {
+						t.Errorf("ConfigMap drover-config has no %s", k)
+					}
+				}
+			case "ResourceQuota":
+				var q corev1.ResourceQuota
+				if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &q); err != nil {
+					t.Fatal(err)
+				}
+				sel := q.Spec.ScopeSelector
+				if q.Namespace != namespace || sel == nil || len(sel.MatchExpressions) != 1 ||
+					sel.MatchExpressions[0].ScopeName != corev1.ResourceQuotaScopePriorityClass ||
+					len(sel.MatchExpressions[0].Values) != 1 || sel.MatchExpressions[0].Values[0] != "system-node-critical" {
+					t.Errorf("ResourceQuota %+v does not match system-node-critical pods in %s", q.Spec, namespace)
+				}
+			}
+		}
+	})
+
 	t.Run("droverd's ServiceAccount may make every call droverd makes", func(t *testing.T) {
 		checkAccess(t, env.Client, true, droverdCalls)
 	})
@@ -329,20 +364,102 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
 	if !nodeName {
 		t.Error("droverd gets no NODE_NAME from spec.nodeName")
 	}
-	for probe, path := range map[*corev1.Probe]string{agent.LivenessProbe: "/healthz", agent.ReadinessProbe: "/readyz"} {
-		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != path || probe.HTTPGet.Port.IntValue() != 9436 {
-			t.Errorf("probe %+v, want httpGet %s on 9436", probe, path)
+	// With hostNetwork, kubelet probes the pod IP (the node's address)
+	// unless told otherwise; droverd listens where DROVER_LISTEN says.
+	listen := ""
+	for _, e := range agent.Env {
+		if e.Name == "DROVER_LISTEN" {
+			listen = e.Value
 		}
 	}
-	paths := map[string]bool{}
+	for probe, path := range map[*corev1.Probe]string{agent.LivenessProbe: "/healthz", agent.ReadinessProbe: "/readyz"} {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != path {
+			t.Errorf("probe %+v, want httpGet %s", probe, path)
+			continue
+		}
+		if got := net.JoinHostPort(probe.HTTPGet.Host, probe.HTTPGet.Port.String()); got != listen {
+			t.Errorf("probe %s goes to %s, droverd listens on DROVER_LISTEN=%q", path, got, listen)
+		}
+	}
+	// Each container mounts the host paths it works on, where it works on
+	// them: the installer sees the host's / (its /proc for the kubelet's
+	// flags) at its --host-root; droverd the host's own paths.
+	hostPath := map[string]string{} // volume name -> host path
 	for _, v := range spec.Volumes {
 		if v.HostPath != nil {
-			paths[v.HostPath.Path] = true
+			hostPath[v.Name] = v.HostPath.Path
 		}
 	}
-	for _, p := range []string{"/", "/etc/cni/net.d", "/run/drover", "/var/lib/drover", "/run/xtables.lock"} {
-		if !paths[p] {
-			t.Errorf("no hostPath volume for %s", p)
+	mounted := func(c corev1.Container, host, at string) bool {
+		for _, m := range c.VolumeMounts {
+			if hostPath[m.Name] == host && m.MountPath == at {
+				return true
+			}
 		}
+		return false
+	}
+	if !mounted(initC, "/", "/host") || !slices.Contains(initC.Command, "--host-root=/host") {
+		t.Errorf("init container does not see the host's / at its --host-root /host: command %q, mounts %+v", initC.Command, initC.VolumeMounts)
+	}
+	for _, p := range []string{"/etc/cni/net.d", "/run/drover", "/var/lib/drover", "/run/xtables.lock"} {
+		if !mounted(agent, p, p) {
+			t.Errorf("droverd does not mount the host's %s at %s", p, p)
+		}
+	}
+	// drover-volumes in this container must see the driver's global mounts.
+	for _, m := range agent.VolumeMounts {
+		if m.MountPath == "/var/lib/drover" && (m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationHostToContainer) {
+			t.Errorf("droverd mounts /var/lib/drover without HostToContainer propagation: %+v", m)
+		}
+	}
+}
+
+// checkPodSecurity creates, as a server-side dry run, the pod each
+// DaemonSet (drover's and the uninstaller's) makes on a node, once in
+// drover's namespace, whose pod-security label must admit it, and once in
+// a namespace enforcing baseline, which must refuse it (so the first answer
+// means the label works, not that the admission plugin is off).
+func checkPodSecurity(t *testing.T, c kubernetes.Interface, applied []*unstructured.Unstructured) {
+	t.Helper()
+	ctx := context.Background()
+	baseline := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "drover-baseline", Labels: map[string]string{"pod-security.kubernetes.io/enforce": "baseline"}}}
+	if _, err := c.CoreV1().Namespaces().Create(ctx, baseline, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.CoreV1().Namespaces().Delete(context.Background(), baseline.Name, metav1.DeleteOptions{})
+	})
+	daemonSets := 0
+	for _, o := range applied {
+		if o.GetKind() != "DaemonSet" {
+			continue
+		}
+		daemonSets++
+		var ds appsv1.DaemonSet
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &ds); err != nil {
+			t.Fatal(err)
+		}
+		// The same ServiceAccount there, so only pod security can refuse.
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: ds.Spec.Template.Spec.ServiceAccountName, Namespace: baseline.Name}}
+		if _, err := c.CoreV1().ServiceAccounts(baseline.Name).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		for ns, wantAdmitted := range map[string]bool{namespace: true, baseline.Name: false} {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: ds.Name + "-node-a", Namespace: ns, Labels: ds.Spec.Template.Labels},
+				Spec:       *ds.Spec.Template.Spec.DeepCopy(),
+			}
+			pod.Spec.NodeName = "node-a"
+			_, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			switch {
+			case wantAdmitted && err != nil:
+				t.Errorf("DaemonSet %s's pod is refused in %s: %v", ds.Name, ns, err)
+			case !wantAdmitted && (!apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "violates PodSecurity")):
+				t.Errorf("a namespace enforcing baseline answered %v to DaemonSet %s's privileged pod, want a PodSecurity refusal", err, ds.Name)
+			}
+		}
+	}
+	if daemonSets < 2 {
+		t.Errorf("%d DaemonSets applied, want drover's and the uninstaller's", daemonSets)
 	}
 }

@@ -69,6 +69,12 @@ func Uninstall(ctx context.Context, o UninstallOptions) ([]Step, error) {
 			return nil, err
 		}
 	}
+	// These two go whole: a mistyped flag must not take /run or /var/log.
+	for _, p := range []string{o.RunDir, o.LogDir} {
+		if !strings.Contains(filepath.Base(filepath.Clean(p)), "drover") {
+			return nil, fmt.Errorf("uninstall: refusing to remove %s as a whole: only a directory of drover's own (its name says drover) goes", p)
+		}
+	}
 	var steps []Step
 	do := func(what string, f func() error) { steps = append(steps, Step{What: what, Err: f()}) }
 	conf := filepath.Join(o.CNIConfDir, o.CNIConfName)

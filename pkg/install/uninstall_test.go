@@ -240,6 +240,8 @@ func TestUninstallRefusesPathsHoldingVolumeData(t *testing.T) {
 		{"a log dir that is the volume data", UninstallOptions{LogDir: "/var/lib/drover/"}},
 		{"a conf dir above the volume data", UninstallOptions{CNIConfDir: "/var/lib"}},
 		{"the root", UninstallOptions{RunDir: "/"}},
+		{"a run dir that is the machine's /run", UninstallOptions{RunDir: "/run"}},
+		{"a log dir that is the machine's /var/log", UninstallOptions{LogDir: "/var/log/"}},
 		{"a relative path", UninstallOptions{LogDir: "var/log/drover"}},
 	}
 	for _, tt := range tests {

@@ -30,6 +30,13 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
 	cfg.UserAgent = "droverd"
+	// No cfg.Timeout: client-go turns it into http.Client.Timeout, which
+	// also applies to watch requests and would cut the Node informer's
+	// stream every Timeout. pkg/kube gives each other call its own context
+	// deadline instead; the informer's reflector re-lists and re-watches
+	// with capped exponential backoff by itself, and client-go's HTTP/2
+	// health pings (30s idle, 15s timeout) end a connection to a server
+	// that went silent.
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

@@ -29,10 +29,14 @@ type Allocation struct {
 	ConfigMap   string
 }
 
-func (a *Allocation) claim(ctx context.Context, c kubernetes.Interface, node string) (*net.IPNet, error) {
+func (a *Allocation) claim(ctx context.Context, c kubernetes.Interface, node string, timeout time.Duration) (*net.IPNet, error) {
 	backoff := 10 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		cidr, err := a.tryClaim(ctx, c, node)
+		// One deadline per attempt: an attempt is a handful of requests,
+		// and a stalled API server must not hold the agent forever.
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		cidr, err := a.tryClaim(actx, c, node)
+		cancel()
 		if err == nil {
 			return cidr, nil
 		}

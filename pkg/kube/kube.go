@@ -39,7 +39,17 @@ type Config struct {
 	Allocation *Allocation
 	// Resync is the informer's resync period; 0 disables.
 	Resync time.Duration
+	// RequestTimeout bounds every call that is not the informer's watch
+	// (get, list, patch, update); 0 means DefaultRequestTimeout. It is a
+	// per-call context deadline and not rest.Config.Timeout, which becomes
+	// http.Client.Timeout and would also cut the informer's long-running
+	// watch streams.
+	RequestTimeout time.Duration
 }
+
+// DefaultRequestTimeout is long enough for a loaded API server and short
+// enough that a black-holed one cannot stall the agent's loop.
+const DefaultRequestTimeout = 10 * time.Second
 
 // Store implements datastore.Datastore over the API.
 type Store struct {
@@ -47,12 +57,26 @@ type Store struct {
 }
 
 // New returns the store.
-func New(cfg Config) *Store { return &Store{cfg: cfg} }
+func New(cfg Config) *Store {
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	return &Store{cfg: cfg}
+}
+
+// call bounds one API request: without a deadline a request to an API
+// server that accepted the connection and then stalls (stopped, black-holed
+// after the handshake) never returns.
+func (s *Store) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
+}
 
 // PodCIDR returns spec.podCIDR, else the node's self-allocated claim, else
 // (with allocation configured) a newly claimed subnet.
 func (s *Store) PodCIDR(ctx context.Context, name string) (*net.IPNet, error) {
-	node, err := s.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	rctx, cancel := s.call(ctx)
+	node, err := s.cfg.Client.CoreV1().Nodes().Get(rctx, name, metav1.GetOptions{})
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("get node %s: %w", name, err)
 	}
@@ -62,7 +86,7 @@ func (s *Store) PodCIDR(ctx context.Context, name string) (*net.IPNet, error) {
 	if s.cfg.Allocation == nil {
 		return nil, fmt.Errorf("node %s has no spec.podCIDR yet (is kube-controller-manager running with --allocate-node-cidrs?), and self-allocation is off", name)
 	}
-	cidr, err := s.cfg.Allocation.claim(ctx, s.cfg.Client, name)
+	cidr, err := s.cfg.Allocation.claim(ctx, s.cfg.Client, name, s.cfg.RequestTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +99,8 @@ func (s *Store) PodCIDR(ctx context.Context, name string) (*net.IPNet, error) {
 
 // UnderlayIP returns the node's InternalIP (IPv4), or nil when it has none.
 func (s *Store) UnderlayIP(ctx context.Context, name string) (net.IP, error) {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
 	node, err := s.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("get node %s: %w", name, err)
@@ -105,6 +131,8 @@ func (s *Store) patchAnnotations(ctx context.Context, name string, ann map[strin
 	if err != nil {
 		return err
 	}
+	ctx, cancel := s.call(ctx)
+	defer cancel()
 	_, err = s.cfg.Client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
 	if err != nil {
 		return fmt.Errorf("annotate node %s: %w", name, err)
@@ -116,6 +144,8 @@ func (s *Store) patchAnnotations(ctx context.Context, name string, ann map[strin
 // uninstall. A missing node is fine.
 func RemoveAnnotations(ctx context.Context, c kubernetes.Interface, name string) error {
 	patch := []byte(`{"metadata":{"annotations":{"` + AnnotationVTEPMAC + `":null,"` + AnnotationUnderlayIP + `":null,"` + AnnotationPodCIDR + `":null}}}`)
+	ctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
+	defer cancel()
 	_, err := c.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
 	if apierrors.IsNotFound(err) {
 		return nil

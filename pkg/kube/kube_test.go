@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,6 +140,39 @@ func TestKubernetesDatastore(t *testing.T) {
 			}
 			return true
 		})
+	})
+	t.Run("a stalled API server fails every call within the request timeout", func(t *testing.T) {
+		pids := env.PIDs()
+		apiserver := pids[len(pids)-1]
+		// A SIGSTOPped server still completes TCP handshakes (the kernel
+		// does) and holds established connections open: a request sent to
+		// it gets no answer at all, as with a black-holed address.
+		if err := syscall.Kill(apiserver, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = syscall.Kill(apiserver, syscall.SIGCONT) }()
+		stalled := kube.New(kube.Config{Client: c, RequestTimeout: 2 * time.Second})
+		mac, _ := net.ParseMAC("0a:00:00:00:00:0a")
+		for name, call := range map[string]func() error{
+			"PodCIDR":    func() error { _, err := stalled.PodCIDR(ctx, "node-a"); return err },
+			"UnderlayIP": func() error { _, err := stalled.UnderlayIP(ctx, "node-a"); return err },
+			"Publish": func() error {
+				return stalled.Publish(ctx, datastore.Node{Name: "node-a", VTEPMAC: mac, UnderlayIP: net.IPv4(198, 51, 100, 11)})
+			},
+		} {
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() { done <- call() }()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Errorf("%s succeeded against a stopped API server", name)
+				}
+				t.Logf("%s failed after %s: %v", name, time.Since(start).Round(time.Millisecond), err)
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%s still blocked after 30s against a stopped API server (2s request timeout)", name)
+			}
+		}
 	})
 	t.Run("uninstall removes the annotations", func(t *testing.T) {
 		mac, _ := net.ParseMAC("0a:00:00:00:00:0a")

@@ -1,8 +1,9 @@
 // Package scalebench measures droverd against a real kube-apiserver holding
 // many Node objects: the time from agent start until every peer is
-// programmed, the agent's peak RSS, and the time from a new Node written to
-// the API until its route exists on the node. Run by scripts/bench-scale.sh
-// (`make bench`); not part of `make test`.
+// programmed (its route, neighbour and FDB entry all in the kernel), the
+// agent's peak RSS, and the time from a new Node written to the API until
+// all three exist on the node. Run by scripts/bench-scale.sh (`make
+// bench`); not part of `make test`.
 package scalebench
 
 import (
@@ -21,6 +22,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -80,17 +82,46 @@ func createNodes(b *testing.B, c kubernetes.Interface, from, to int) {
 	}
 }
 
-func routeCount(b *testing.B, n ns.NetNS) int {
-	count := 0
+// programmed counts, in the node's namespace, drover's routes, the
+// permanent neighbours and the FDB entries with a destination on the VXLAN
+// device: a peer is programmed once it has all three, so the smallest of
+// the counts is the number of programmed peers.
+func programmed(b *testing.B, n ns.NetNS) int {
+	var routes, neighs, fdb int
 	err := n.Do(func(ns.NetNS) error {
 		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: overlay.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
-		count = len(rs)
-		return err
+		if err != nil {
+			return err
+		}
+		routes = len(rs)
+		dev, err := netlink.LinkByName(vxlan.DefaultName)
+		if err != nil {
+			return nil // not created yet
+		}
+		ns4, err := netlink.NeighList(dev.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, e := range ns4 {
+			if e.State&netlink.NUD_PERMANENT != 0 {
+				neighs++
+			}
+		}
+		br, err := netlink.NeighList(dev.Attrs().Index, unix.AF_BRIDGE)
+		if err != nil {
+			return err
+		}
+		for _, e := range br {
+			if e.IP != nil && !e.IP.IsUnspecified() {
+				fdb++
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	return count
+	return min(routes, neighs, fdb)
 }
 
 func peakRSSMB(pid int) float64 {
@@ -144,17 +175,17 @@ func benchPeers(b *testing.B, peers, joins int) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		for routeCount(b, node.NS) < peers {
+		for programmed(b, node.NS) < peers {
 			if time.Since(start) > 5*time.Minute {
-				b.Fatalf("only %d of %d peers programmed after 5 minutes", routeCount(b, node.NS), peers)
+				b.Fatalf("only %d of %d peers programmed after 5 minutes", programmed(b, node.NS), peers)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		programmed := time.Since(start)
+		took := time.Since(start)
 		rss := peakRSSMB(cmd.Process.Pid)
-		b.ReportMetric(programmed.Seconds(), "s-to-program")
+		b.ReportMetric(took.Seconds(), "s-to-program")
 		b.ReportMetric(rss, "MB-peak-RSS")
-		fmt.Printf("| %d peers | programmed %.2f s after start | peak RSS %.1f MB |\n", peers, programmed.Seconds(), rss)
+		fmt.Printf("| %d peers | programmed (route, neighbour, FDB each) %.2f s after start | peak RSS %.1f MB |\n", peers, took.Seconds(), rss)
 
 		if joins == 0 {
 			continue
@@ -163,45 +194,62 @@ func benchPeers(b *testing.B, peers, joins int) {
 		p50, p99 := lat[len(lat)/2], lat[(len(lat)*99+99)/100-1]
 		b.ReportMetric(p50.Seconds(), "s-join-p50")
 		b.ReportMetric(p99.Seconds(), "s-join-p99")
-		fmt.Printf("| %d joins | API write to route: p50 %.3f s | p99 %.3f s |\n", joins, p50.Seconds(), p99.Seconds())
+		fmt.Printf("| %d joins | API write to route, neighbour and FDB: p50 %.3f s | p99 %.3f s |\n", joins, p50.Seconds(), p99.Seconds())
 	}
 }
 
 // measureJoins writes new Nodes one at a time and times each until its
-// route exists on the node, watching netlink route events in the node's
-// namespace.
+// route, neighbour and FDB entry all exist on the node (the peer is
+// reachable only then), watching netlink route and neighbour events in the
+// node's namespace.
 func measureJoins(b *testing.B, c kubernetes.Interface, node *testcluster.Node, from, joins int) []time.Duration {
-	updates := make(chan netlink.RouteUpdate, 1024)
+	routes := make(chan netlink.RouteUpdate, 1024)
+	neighs := make(chan netlink.NeighUpdate, 1024)
 	done := make(chan struct{})
 	defer close(done)
 	h, err := netnsHandle(node.NS)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := netlink.RouteSubscribeWithOptions(updates, done, netlink.RouteSubscribeOptions{Namespace: &h}); err != nil {
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: &h}); err != nil {
+		b.Fatal(err)
+	}
+	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{Namespace: &h}); err != nil {
 		b.Fatal(err)
 	}
 	var lat []time.Duration
 	for j := 0; j < joins; j++ {
 		n := peerNode(from + j)
-		want := n.Spec.PodCIDR
+		_, cidr, _ := net.ParseCIDR(n.Spec.PodCIDR)
+		vtep, mac := overlay.VTEPAddr(cidr), n.Annotations[kube.AnnotationVTEPMAC]
+		underlay := net.ParseIP(n.Annotations[kube.AnnotationUnderlayIP])
+		var haveRoute, haveNeigh, haveFDB bool
 		t0 := time.Now()
 		if _, err := c.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		deadline := time.After(30 * time.Second)
-	wait:
-		for {
+		for !haveRoute || !haveNeigh || !haveFDB {
 			select {
-			case u := <-updates:
-				if u.Dst != nil && u.Dst.String() == want && u.Protocol == overlay.RouteProtocol {
-					lat = append(lat, time.Since(t0))
-					break wait
+			case u := <-routes:
+				if u.Type == unix.RTM_NEWROUTE && u.Dst != nil && u.Dst.String() == n.Spec.PodCIDR && u.Protocol == overlay.RouteProtocol {
+					haveRoute = true
+				}
+			case u := <-neighs:
+				if u.Type != unix.RTM_NEWNEIGH || u.HardwareAddr.String() != mac {
+					continue
+				}
+				switch {
+				case u.Family == unix.AF_BRIDGE && u.IP.Equal(underlay):
+					haveFDB = true
+				case u.Family == unix.AF_INET && u.IP.Equal(vtep):
+					haveNeigh = true
 				}
 			case <-deadline:
-				b.Fatalf("route to %s never appeared", want)
+				b.Fatalf("peer %s not programmed within 30 s: route %v, neighbour %v, FDB %v", n.Name, haveRoute, haveNeigh, haveFDB)
 			}
 		}
+		lat = append(lat, time.Since(t0))
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	return lat

@@ -1,7 +1,7 @@
 // Package fsprobe tells whether a block device (or image file) already holds
 // a filesystem, by reading superblock signatures the way blkid does, without
 // running blkid. The Flexvolume driver formats only what this package calls
-// empty.
+// empty (or an xfs format of its own that never finished, XFSIncomplete).
 //
 // It errs on the side of "something is there": any known signature counts,
 // not just the filesystems the driver creates, so a device that holds data of
@@ -18,9 +18,15 @@ import (
 
 // Result of a probe.
 const (
-	None = ""     // no known signature: safe to format
+	None = ""     // no known signature
 	Ext4 = "ext4" // ext2/3/4 (the kernel's ext4 driver mounts all three)
 	XFS  = "xfs"
+	// XFSIncomplete is an xfs superblock with sb_inprogress set: mkfs.xfs
+	// sets it first and clears it last, and the kernel refuses to mount
+	// such a device, so it is a format that never finished, not a
+	// filesystem. Whether it may be formatted again is the caller's call:
+	// only one that knows its own mkfs was interrupted can tell.
+	XFSIncomplete = "xfs-incomplete"
 )
 
 // signature is one magic at a fixed offset.
@@ -46,16 +52,21 @@ var signatures = []signature{
 	{"gpt", 0x200, []byte("EFI PART")},
 }
 
-// xfsInProgressOffset is sb_inprogress in the XFS superblock: mkfs.xfs sets
-// it first and clears it last, and the kernel refuses to mount while it is
-// set, so such a device is an interrupted mkfs, not a filesystem.
-const xfsInProgressOffset = 0xc8
+// xfsInProgressOffset is sb_inprogress in the XFS superblock (struct
+// xfs_dsb, big-endian, at the start of the device): magicnum(4)
+// blocksize(4) dblocks(8) rblocks(8) rextents(8) uuid(16) logstart(8)
+// rootino(8) rbmino(8) rsumino(8) rextsize(4) agblocks(4) agcount(4)
+// rbmblocks(4) logblocks(4) versionnum(2) sectsize(2) inodesize(2)
+// inopblock(2) fname(12) blocklog sectlog inodelog inopblog agblklog
+// rextslog, then inprogress: byte 126. The test checks this layout against
+// a real mkfs.xfs image.
+const xfsInProgressOffset = 0x7e
 
 // probeSize covers every offset above.
 const probeSize = 0x10100
 
-// Device reads the first bytes of path and returns the filesystem type found,
-// or None when no known signature is present.
+// Device reads the first bytes of path and returns the filesystem type found
+// (or XFSIncomplete), or None when no known signature is present.
 func Device(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -78,7 +89,7 @@ func Bytes(buf []byte) string {
 			continue
 		}
 		if s.fsType == XFS && len(buf) > xfsInProgressOffset && buf[xfsInProgressOffset] != 0 {
-			continue
+			return XFSIncomplete
 		}
 		return s.fsType
 	}

@@ -22,7 +22,11 @@ func (s *Store) ensureImage(name string, size int64, fsType string) (meta, bool,
 	if _, err := os.Stat(img); err == nil {
 		m, err := s.readMeta(name)
 		if errors.Is(err, ErrNotFound) {
-			m = meta{FSType: fsType} // crash between image and metadata
+			// The driver writes the metadata before it creates an image,
+			// so an image without metadata was placed by hand (or by a
+			// version that did not): adopt it, remembering that its
+			// content is not ours.
+			m = meta{FSType: fsType, Adopted: true}
 			err = s.writeMeta(name, m)
 		}
 		return m, false, err
@@ -102,9 +106,17 @@ func (s *Store) ensureGlobal(ctx context.Context, l *lock, name string, m *meta)
 	}
 	res := globalMount{dev: dev.Path}
 	switch {
-	case found == fsprobe.None && m.Formatted:
+	case (found == fsprobe.None || found == fsprobe.XFSIncomplete) && m.Formatted:
 		return globalMount{}, fmt.Errorf("volume %s on %s: %w", name, dev.Path, ErrLostFilesystem)
-	case found == fsprobe.None:
+	case found == fsprobe.XFSIncomplete && m.Adopted:
+		// Not our mkfs: an image placed by hand whose xfs format or
+		// offline repair never finished may still be recoverable.
+		return globalMount{}, fmt.Errorf("volume %s on %s: %w", name, dev.Path, ErrUnfinishedXFS)
+	case found == fsprobe.None || found == fsprobe.XFSIncomplete:
+		// XFSIncomplete here is this driver's own mkfs.xfs, killed before
+		// it cleared sb_inprogress: the metadata never recorded the
+		// format as done, so the device never held data, and the kernel
+		// would refuse to mount it on every call. Format it again.
 		if err := mkfs(ctx, l, fsType, dev.Path); err != nil {
 			return globalMount{}, fmt.Errorf("format volume %s: %w", name, err)
 		}

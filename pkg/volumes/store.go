@@ -36,6 +36,7 @@ var (
 	ErrInUse            = errors.New("volume is in use")
 	ErrInvalidName      = errors.New("invalid volume name")
 	ErrLostFilesystem   = errors.New("volume was formatted but no filesystem is found; refusing to format it again")
+	ErrUnfinishedXFS    = errors.New("image placed by hand holds an xfs filesystem whose mkfs or offline repair never finished (sb_inprogress is set); refusing to format it: repair it with xfs_repair or delete the volume")
 	ErrForeignMount     = errors.New("path holds a mount that is not a drover volume")
 	ErrGlobalMountWrong = errors.New("global mount path holds an unexpected mount")
 	ErrShrink           = errors.New("volumes cannot shrink")
@@ -127,6 +128,9 @@ type meta struct {
 	// ResizePending asks the next global mount to grow an ext4 filesystem
 	// offline first (expandfs could not grow it online).
 	ResizePending bool `json:"resizePending,omitempty"`
+	// Adopted marks an image the driver found rather than created: an
+	// unfinished format on it is not known to be the driver's own.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 func (s *Store) readMeta(name string) (meta, error) {

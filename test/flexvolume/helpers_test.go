@@ -7,8 +7,11 @@ package flexvolume_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -368,4 +371,20 @@ func within(d time.Duration, f func() bool) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return f()
+}
+
+// fileDigest is the SHA-256 of a file's content, to prove it was not
+// written to.
+func fileDigest(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -38,6 +38,24 @@ func TestNeverFormatsAFilesystem(t *testing.T) {
 		e.mustSucceed("unmount", pod)
 		e.assertReleased("pv-adopt")
 	})
+	t.Run("an image placed by hand with an unfinished xfs is refused and left untouched", func(t *testing.T) {
+		pod := e.podDir("pod-adopt-xfs", "v")
+		img := filepath.Join(e.stateDir, "volumes", "pv-adopt-xfs.img")
+		if err := os.WriteFile(img, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Truncate(img, 300<<20)
+		makeInProgressXFS(t, img)
+		before := fileDigest(t, img)
+		r := e.run("mount", pod, kubeletOptions("pv-adopt-xfs", false, "xfs", "", nil))
+		if r.Status != "Failure" || !strings.Contains(r.Message, "never finished") {
+			t.Fatalf("got %s: %s", r.Status, r.Message)
+		}
+		if fileDigest(t, img) != before {
+			t.Errorf("the refused image was written to")
+		}
+		e.assertReleased("pv-adopt-xfs")
+	})
 	t.Run("a formatted volume whose filesystem vanished is refused, not formatted", func(t *testing.T) {
 		pod := e.podDir("pod-lost", "v")
 		opts := kubeletOptions("pv-lost", false, "", "", map[string]string{"size": "32Mi"})

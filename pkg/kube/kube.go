@@ -86,7 +86,7 @@ func (s *Store) PodCIDR(ctx context.Context, name string) (*net.IPNet, error) {
 	if s.cfg.Allocation == nil {
 		return nil, fmt.Errorf("node %s has no spec.podCIDR yet (is kube-controller-manager running with --allocate-node-cidrs?), and self-allocation is off", name)
 	}
-	cidr, err := s.cfg.Allocation.claim(ctx, s.cfg.Client, name, s.cfg.RequestTimeout)
+	cidr, err := s.cfg.Allocation.claim(ctx, s.cfg.Client, node, s.cfg.RequestTimeout)
 	if err != nil {
 		return nil, err
 	}

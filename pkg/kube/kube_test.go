@@ -2,6 +2,7 @@ package kube_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -245,5 +246,86 @@ func TestTenAgentsRacingNeverGetTheSameSubnet(t *testing.T) {
 				t.Fatalf("%s asked again: %v, %v; first %s", names[i], again, err, cidr)
 			}
 		}
+	}
+}
+
+func TestClaimsOfDeletedNodesAreReusedOnlyWhenThePoolIsFull(t *testing.T) {
+	env := kubeenv.Start(t, kubeenv.Options{})
+	ctx := context.Background()
+	c := env.Client
+	// Four /24s in the pool.
+	_, cluster, _ := net.ParseCIDR("10.250.0.0/22")
+	store := kube.New(kube.Config{Client: c, Allocation: &kube.Allocation{
+		ClusterCIDR: cluster, NodeMask: 24, Namespace: "kube-system", ConfigMap: "drover-pod-cidrs"}})
+	claim := func(name string) (string, error) {
+		cidr, err := store.PodCIDR(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		return cidr.String(), nil
+	}
+	mustClaim := func(name string) string {
+		t.Helper()
+		got, err := claim(name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return got
+	}
+	mustBeFull := func(name string) {
+		t.Helper()
+		if got, err := claim(name); !errors.Is(err, datastore.ErrNoFreeSubnet) {
+			t.Fatalf("%s got %q, %v; want ErrNoFreeSubnet", name, got, err)
+		}
+	}
+	deleteNode := func(name string) {
+		t.Helper()
+		if err := c.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owned := map[string]string{}
+	for i := 0; i < 4; i++ {
+		name := fmt.Sprintf("q-%d", i)
+		createNode(t, c, name, "")
+		owned[name] = mustClaim(name)
+	}
+	createNode(t, c, "q-new", "")
+	mustBeFull("q-new")
+
+	// Deleted and re-registered (a new UID) before anyone needed its
+	// subnet: the node gets its own subnet back and it stays taken.
+	deleteNode("q-1")
+	createNode(t, c, "q-1", "")
+	if got := mustClaim("q-1"); got != owned["q-1"] {
+		t.Fatalf("re-registered q-1 got %s, had %s", got, owned["q-1"])
+	}
+	mustBeFull("q-new")
+
+	// Deleted for good: its subnet goes to the next node that needs one.
+	deleteNode("q-2")
+	if got := mustClaim("q-new"); got != owned["q-2"] {
+		t.Fatalf("q-new got %s, want the deleted q-2's %s", got, owned["q-2"])
+	}
+	// q-2 coming back later does not get it back: q-new's claim is live.
+	createNode(t, c, "q-2", "")
+	mustBeFull("q-2")
+	if got := mustClaim("q-new"); got != owned["q-2"] {
+		t.Fatalf("q-new's claim moved to %s", got)
+	}
+	cm, err := c.CoreV1().ConfigMaps("kube-system").Get(ctx, "drover-pod-cidrs", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cm.Data) != 4 {
+		t.Fatalf("claims %v, want exactly four (the reused one replaced, not added)", cm.Data)
+	}
+	owners := map[string]bool{}
+	for k, v := range cm.Data {
+		if owners[v] {
+			t.Fatalf("two claims for %s: %v", v, cm.Data)
+		}
+		owners[v] = true
+		t.Logf("%s -> %s", k, v)
 	}
 }

@@ -154,6 +154,13 @@ func TestThreeNodeCluster(t *testing.T) {
 		}
 		gone.kubelet.stop(10 * time.Second)
 		gone.droverd.stop(10 * time.Second)
+		// A stopped agent (its DaemonSet pod gone) leaves the node able to
+		// serve: plugin, driver and conflist stay until uninstall is asked.
+		for _, f := range []string{gone.conflist(), filepath.Join(gone.cniBin(), "drover"), filepath.Join(gone.pluginDir(), "drover~local", "local")} {
+			if _, err := os.Stat(f); err != nil {
+				t.Errorf("%s gone after droverd stopped on %s: %v", f, gone.Name, err)
+			}
+		}
 		if err := c.env.Client.CoreV1().Nodes().Delete(context.Background(), gone.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}

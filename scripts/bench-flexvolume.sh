@@ -2,7 +2,7 @@
 # Benchmarks the drover/local Flexvolume driver against the same steps done
 # by hand (losetup, mkfs.ext4, mount, mount --bind) in the same run, and
 # rewrites the "## Flexvolume driver" section of docs/benchmarks.md (other
-# sections are kept). Needs root, e2fsprogs and util-linux.
+# sections are kept, scripts/bench-doc.sh). Needs root, e2fsprogs and util-linux.
 #   bash scripts/bench-flexvolume.sh [-n 30] [-volumes 50] [-size 256Mi]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +17,6 @@ go build -o "$tmp/bench" ./test/flexvolume/bench
 "$tmp/bench" -driver "$tmp/local" "$@" >"$tmp/result.md"
 cat "$tmp/result.md"
 
-doc=docs/benchmarks.md
-mkdir -p docs
-[ -f "$doc" ] || printf '# drover benchmarks\n' >"$doc"
 {
 	echo "## Flexvolume driver"
 	echo
@@ -32,12 +29,4 @@ mkdir -p docs
 	echo
 	cat "$tmp/result.md"
 } >"$tmp/section.md"
-# Replace our section (up to the next "## " heading), or append it.
-awk -v section="$tmp/section.md" '
-	/^## / { if (skip) skip = 0 }
-	/^## Flexvolume driver[[:space:]]*$/ { while ((getline l < section) > 0) print l; print ""; done = 1; skip = 1; next }
-	!skip { print }
-	END { if (!done) { print ""; while ((getline l < section) > 0) print l } }
-' "$doc" >"$tmp/doc.md"
-cat -s "$tmp/doc.md" >"$doc"
-echo "bench-flexvolume: wrote the Flexvolume driver section of $doc" >&2
+bash scripts/bench-doc.sh "$tmp/section.md"

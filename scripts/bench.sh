@@ -7,8 +7,8 @@ bash scripts/setup.sh >/dev/null
 source scripts/env.sh
 make --no-print-directory build >/dev/null
 for b in scripts/bench-cni.sh scripts/bench-flexvolume.sh scripts/bench-overlay.sh scripts/bench-scale.sh; do
-	if [ -x "$b" ]; then
-		echo "== $b"
-		bash "$b"
-	fi
+	echo "== $b"
+	bash "$b"
 done
+echo "== scripts/e2e.sh bench"
+bash scripts/e2e.sh bench

@@ -46,7 +46,8 @@ func TestBenchPodStartup(t *testing.T) {
 			t.Fatal(err)
 		}
 		ref := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ref","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,
-"ipam":{"type":"host-local","ranges":[[{"subnet":"10.245.%d.0/24"}]],"dataDir":%q}}]}`, i+1, n.path("run", "host-local"))
+"ipam":{"type":"host-local","ranges":[[{"subnet":"10.245.%d.0/24"}]],"dataDir":%q}},
+{"type":"portmap","capabilities":{"portMappings":true},"snat":true}]}`, i+1, n.path("run", "host-local"))
 		if err := os.WriteFile(filepath.Join(n.cniConf(), "20-ref.conflist"), []byte(ref), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -56,10 +57,18 @@ func TestBenchPodStartup(t *testing.T) {
 
 	p50d, p99d := percentile(drover, 50), percentile(drover, 99)
 	p50b, p99b := percentile(bridge, 50), percentile(bridge, 99)
-	t.Logf("pod startup, %d pods per node on %d nodes, %d at a time per node (API create -> Running):", benchPodsPerNode, len(c.nodes), benchInFlight)
-	t.Logf("  drover             p50 %v  p99 %v", p50d.Round(time.Millisecond), p99d.Round(time.Millisecond))
-	t.Logf("  bridge+host-local  p50 %v  p99 %v", p50b.Round(time.Millisecond), p99b.Round(time.Millisecond))
-	t.Logf("  ratio drover/ref   p50 %.2f  p99 %.2f", float64(p50d)/float64(p50b), float64(p99d)/float64(p99b))
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
+	table := fmt.Sprintf("%d pods per node on %d nodes, %d starting at a time per node.\n\n", benchPodsPerNode, len(c.nodes), benchInFlight) +
+		"| CNI plugin | p50 | p99 |\n|---|---|---|\n" +
+		fmt.Sprintf("| drover (conflist by droverd, portmap chained) | %s | %s |\n", ms(p50d), ms(p99d)) +
+		fmt.Sprintf("| reference bridge + host-local, portmap chained | %s | %s |\n", ms(p50b), ms(p99b)) +
+		fmt.Sprintf("| drover / reference | %.2f× | %.2f× |\n", float64(p50d)/float64(p50b), float64(p99d)/float64(p99b))
+	t.Logf("pod startup (API create -> Running):\n%s", table)
+	if out := os.Getenv("DROVER_BENCH_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // podStartup starts benchPodsPerNode pods on every node, benchInFlight at a

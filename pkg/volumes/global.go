@@ -117,6 +117,9 @@ func (s *Store) ensureGlobal(ctx context.Context, l *lock, name string, m *meta)
 		// it cleared sb_inprogress: the metadata never recorded the
 		// format as done, so the device never held data, and the kernel
 		// would refuse to mount it on every call. Format it again.
+		if err := checkBlank(ctx, l, dev.Path, found == fsprobe.XFSIncomplete); err != nil {
+			return globalMount{}, fmt.Errorf("volume %s: %w", name, err)
+		}
 		if err := mkfs(ctx, l, fsType, dev.Path); err != nil {
 			return globalMount{}, fmt.Errorf("format volume %s: %w", name, err)
 		}

@@ -36,6 +36,7 @@ var (
 	ErrInUse            = errors.New("volume is in use")
 	ErrInvalidName      = errors.New("invalid volume name")
 	ErrLostFilesystem   = errors.New("volume was formatted but no filesystem is found; refusing to format it again")
+	ErrNotBlank         = errors.New("the device is not blank; refusing to format it (delete the volume, or wipe the image by hand if its content is unwanted)")
 	ErrUnfinishedXFS    = errors.New("image placed by hand holds an xfs filesystem whose mkfs or offline repair never finished (sb_inprogress is set); refusing to format it: repair it with xfs_repair or delete the volume")
 	ErrForeignMount     = errors.New("path holds a mount that is not a drover volume")
 	ErrGlobalMountWrong = errors.New("global mount path holds an unexpected mount")

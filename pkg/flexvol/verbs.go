@@ -137,8 +137,11 @@ func (d *Driver) expandfs(ctx context.Context, args []string, c *call) Status {
 	if _, err := parseBytes(args[4]); err != nil {
 		return failure(err.Error())
 	}
-	if newSize > d.cfg.MaxSize {
-		return failure(fmt.Sprintf("new size %d is above the maximum of %d bytes", newSize, d.cfg.MaxSize))
+	// The maximum bounds the size the image really gets, so it is checked
+	// after rounding up to 4 KiB; checking first as well keeps the
+	// rounding from overflowing near the top of int64.
+	if newSize > d.cfg.MaxSize || (newSize+4095)&^4095 > d.cfg.MaxSize {
+		return failure(fmt.Sprintf("new size %d, rounded up to 4 KiB, is above the maximum of %d bytes", newSize, d.cfg.MaxSize))
 	}
 	newSize = (newSize + 4095) &^ 4095
 	c.detail = fmt.Sprintf("newSize=%d", newSize)

@@ -112,3 +112,30 @@ func TestExpand(t *testing.T) {
 		e.assertReleased("pv-o")
 	})
 }
+
+// TestExpandNeverExceedsMaxSize: sizes are rounded up to 4 KiB, and the
+// maximum applies to the rounded size, so a grow to just under an
+// unaligned maximum is refused rather than landing a few KiB above it.
+func TestExpandNeverExceedsMaxSize(t *testing.T) {
+	const maxSize = 64<<20 + 1136 // not a multiple of 4 KiB
+	e := newEnv(t, map[string]any{"maxSize": strconv.Itoa(maxSize)})
+	pod := e.podDir("pod-m", "vol")
+	opts := map[string]string{"size": "32Mi"}
+	e.mustSucceed("mount", pod, kubeletOptions("pv-max", false, "", "", opts))
+	e.mustSucceed("unmount", pod)
+	img := filepath.Join(e.stateDir, "volumes", "pv-max.img")
+
+	r := e.run("expandfs", specOptions("pv-max", opts), "", pod, strconv.Itoa(maxSize-100), strconv.Itoa(32<<20))
+	if r.Status != "Failure" || !strings.Contains(r.Message, "above the maximum") {
+		t.Errorf("grow to %d (rounds up to %d): %s %s, want a Failure", maxSize-100, (maxSize-100+4095)&^4095, r.Status, r.Message)
+	}
+	if fi, err := os.Stat(img); err != nil || fi.Size() > maxSize {
+		t.Fatalf("image is %d bytes (%v), above the maximum of %d", fi.Size(), err, maxSize)
+	}
+	// The largest aligned size within the maximum is fine.
+	e.mustSucceed("expandfs", specOptions("pv-max", opts), "", pod, strconv.Itoa(64<<20), strconv.Itoa(32<<20))
+	if fi, err := os.Stat(img); err != nil || fi.Size() != 64<<20 {
+		t.Fatalf("image after the grow: %v, %d bytes, want 64Mi", err, fi.Size())
+	}
+	e.assertReleased("pv-max")
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/drover-net/drover/pkg/volumes"
 )
@@ -103,6 +104,7 @@ func (d *Driver) mount(ctx context.Context, args []string, c *call) Status {
 		FSGroup: o.FSGroup, PodDir: args[0],
 	})
 	c.detail = fmt.Sprintf("created=%t formatted=%t device=%s readOnly=%t", res.Created, res.Formatted, res.Device, o.ReadOnly)
+	d.sweep(ctx, st, c)
 	if err != nil {
 		return failure(fmt.Sprintf("mount volume %s at %s: %v", o.Name, args[0], err))
 	}
@@ -118,10 +120,28 @@ func (d *Driver) unmount(ctx context.Context, args []string, c *call) Status {
 	res, err := st.Unmount(ctx, args[0])
 	c.volume = res.Volume
 	c.detail = fmt.Sprintf("alreadyGone=%t", res.AlreadyGone)
+	d.sweep(ctx, st, c)
 	if err != nil {
 		return failure(fmt.Sprintf("unmount %s: %v", args[0], err))
 	}
 	return success("")
+}
+
+// sweep releases the volumes other calls left mounted globally without a
+// pod (volumes.Store.Sweep), after this call's own work and only within its
+// deadline. The outcome goes to the log line only: another volume's
+// leftovers never change this call's answer.
+func (d *Driver) sweep(ctx context.Context, st *volumes.Store, c *call) {
+	if ctx.Err() != nil {
+		return
+	}
+	released, err := st.Sweep(ctx)
+	if len(released) > 0 {
+		c.detail += " released=" + strings.Join(released, ",")
+	}
+	if err != nil {
+		c.detail += fmt.Sprintf(" sweepError=%q", err.Error())
+	}
 }
 
 func (d *Driver) expandfs(ctx context.Context, args []string, c *call) Status {

@@ -24,6 +24,11 @@ import (
 
 const usage = `usage: drover-volumes [flags] list
        drover-volumes [flags] delete NAME
+       drover-volumes [flags] sweep
+
+list shows every volume; delete removes one no pod uses; sweep releases
+orphaned volumes (mounted with no pod: a mount killed before its bind mount
+whose pod is gone) now, which the driver's next mount or unmount would do.
 
 flags:
   --state-dir DIR   state directory (default: from --config, $DROVER_LOCAL_STATE_DIR, else /var/lib/drover)
@@ -48,8 +53,8 @@ func Main(args []string, stdout, stderr io.Writer, getenv func(string) string) i
 		return 2
 	}
 	rest := fs.Args()
-	if len(rest) == 0 || (rest[0] == "list" && len(rest) != 1) || (rest[0] == "delete" && len(rest) != 2) ||
-		(rest[0] != "list" && rest[0] != "delete") {
+	argc := map[string]int{"list": 1, "delete": 2, "sweep": 1}
+	if len(rest) == 0 || argc[rest[0]] != len(rest) {
 		fs.Usage()
 		return 2
 	}
@@ -91,6 +96,28 @@ func Main(args []string, stdout, stderr io.Writer, getenv func(string) string) i
 		}
 		printTable(stdout, vols)
 		return 0
+	case "sweep":
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		released, err := st.Sweep(ctx)
+		if *output == "json" {
+			if released == nil {
+				released = []string{}
+			}
+			json.NewEncoder(stdout).Encode(map[string][]string{"released": released})
+		} else {
+			for _, name := range released {
+				fmt.Fprintf(stdout, "released orphaned volume %s\n", name)
+			}
+			if len(released) == 0 && err == nil {
+				fmt.Fprintln(stdout, "no orphaned volume")
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "drover-volumes: %v\n", err)
+			return 1
+		}
+		return 0
 	default:
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -116,6 +143,7 @@ func Main(args []string, stdout, stderr io.Writer, getenv func(string) string) i
 }
 
 func printTable(w io.Writer, vols []volumes.VolumeInfo) {
+	orphans := 0
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tFSTYPE\tSIZE\tALLOCATED\tUSED\tMOUNTED AT")
 	for _, v := range vols {
@@ -124,10 +152,14 @@ func printTable(w io.Writer, vols []volumes.VolumeInfo) {
 			used = human(*v.UsedBytes)
 		}
 		where := "-"
-		if len(v.MountedAt) > 0 {
+		switch {
+		case len(v.MountedAt) > 0:
 			where = strings.Join(v.MountedAt, ",")
-		} else if v.GlobalMount != "" {
-			where = "(global mount only)"
+		case v.Orphaned:
+			where = "(orphaned: no pod)"
+			orphans++
+		case v.GlobalMount != "":
+			where = "(global mount only, busy)"
 		}
 		fs := v.FSType
 		if !v.Formatted {
@@ -136,6 +168,9 @@ func printTable(w io.Writer, vols []volumes.VolumeInfo) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, fs, human(v.SizeBytes), human(v.AllocatedBytes), used, where)
 	}
 	tw.Flush()
+	if orphans > 0 {
+		fmt.Fprintf(w, "\n%d orphaned volume(s): mounted with no pod; the next mount or unmount on this node releases them, or run drover-volumes sweep\n", orphans)
+	}
 }
 
 // human prints bytes as a Kubernetes quantity when exact ("1Gi"), else in

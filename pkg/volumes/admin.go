@@ -22,6 +22,11 @@ type VolumeInfo struct {
 	Device         string   `json:"device,omitempty"`
 	GlobalMount    string   `json:"globalMount,omitempty"`
 	MountedAt      []string `json:"mountedAt"` // pod directories
+	// Orphaned: mounted globally, no pod uses it and no call holds its
+	// lock, the leftover of a mount killed before its bind mount whose
+	// pod is gone. The next mount or unmount on the node (or Sweep)
+	// releases it.
+	Orphaned bool `json:"orphaned"`
 }
 
 // List describes every volume, without taking locks (a snapshot).
@@ -83,6 +88,9 @@ func (s *Store) describe(mounts []mountinfo.Mount, name string) (VolumeInfo, err
 			used := int64(fs.Blocks-fs.Bfree) * fs.Bsize
 			info.UsedBytes = &used
 		}
+		// A mount in progress looks the same until its bind; it holds
+		// the lock throughout.
+		info.Orphaned = len(info.MountedAt) == 0 && !s.busy(name)
 	}
 	return info, nil
 }
@@ -123,7 +131,7 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err := s.dropRecordsOf(name); err != nil {
 		return err
 	}
-	for _, p := range []string{s.imagePath(name), s.metaPath(name), s.GlobalPath(name), s.root + "/locks/" + name + ".lock"} {
+	for _, p := range []string{s.imagePath(name), s.metaPath(name), s.GlobalPath(name), s.lockPath(name)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("delete volume %s: %w", name, err)
 		}

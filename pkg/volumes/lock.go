@@ -30,7 +30,7 @@ func (l *lock) unlock() {
 // one at the path: delete removes lock files, and a waiter holding the
 // removed inode must not think it owns the volume.
 func (s *Store) lockVolume(ctx context.Context, name string) (*lock, error) {
-	path := filepath.Join(s.root, "locks", name+".lock")
+	path := s.lockPath(name)
 	wait := time.Millisecond
 	for {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
@@ -58,6 +58,34 @@ func (s *Store) lockVolume(ctx context.Context, name string) (*lock, error) {
 			wait *= 2
 		}
 	}
+}
+
+// tryLockVolume takes the volume's lock only if it is free right now, and
+// returns nil (no error) when another call holds it, or when the lock file
+// was replaced under it (a delete in progress): callers that merely tidy up
+// must never wait behind the calls doing the work.
+func (s *Store) tryLockVolume(name string) (*lock, error) {
+	path := s.lockPath(name)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock of %s: %w", name, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) || errors.Is(err, unix.EINTR) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("lock volume %s: %w", name, err)
+	}
+	if !sameFile(f, path) {
+		f.Close()
+		return nil, nil
+	}
+	return &lock{f: f}, nil
+}
+
+func (s *Store) lockPath(name string) string {
+	return filepath.Join(s.root, "locks", name+".lock")
 }
 
 func sameFile(f *os.File, path string) bool {

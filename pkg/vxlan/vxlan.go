@@ -55,45 +55,63 @@ func MACForNode(node string) net.HardwareAddr {
 // are fixed by replacing the device; the rest (MTU, MAC, address, up) in
 // place, writing only what differs, so an agent restart flaps nothing.
 func Ensure(cfg Config) (*netlink.Vxlan, error) {
+	vx, _, err := Reconcile(cfg)
+	return vx, err
+}
+
+// Reconcile is Ensure that also reports how many kernel writes it made
+// (device created or replaced, MTU, MAC, address, up): zero when the device
+// was already as wanted, which is how a restarted agent shows it adopted
+// the device instead of rebuilding it.
+func Reconcile(cfg Config) (*netlink.Vxlan, int, error) {
+	writes := 0
 	if cfg.MTU == 0 {
 		ul, err := netlink.LinkByIndex(cfg.Underlay)
 		if err != nil {
-			return nil, fmt.Errorf("underlay link %d: %w", cfg.Underlay, err)
+			return nil, writes, fmt.Errorf("underlay link %d: %w", cfg.Underlay, err)
 		}
 		cfg.MTU = ul.Attrs().MTU - Overhead
 	}
 	cur, err := Get(cfg.Name)
 	if err == nil && !compatible(cur, cfg) {
 		if err := netlink.LinkDel(cur); err != nil {
-			return nil, fmt.Errorf("replace %s with new VXLAN parameters: %w", cfg.Name, err)
+			return nil, writes, fmt.Errorf("replace %s with new VXLAN parameters: %w", cfg.Name, err)
 		}
+		writes++
 		err = ErrNotFound
 	}
 	if errors.Is(err, ErrNotFound) {
 		cur, err = create(cfg)
+		writes++
 	}
 	if err != nil {
-		return nil, err
+		return nil, writes, err
 	}
 	if cur.MTU != cfg.MTU {
 		if err := netlink.LinkSetMTU(cur, cfg.MTU); err != nil {
-			return nil, fmt.Errorf("set %s mtu %d: %w", cfg.Name, cfg.MTU, err)
+			return nil, writes, fmt.Errorf("set %s mtu %d: %w", cfg.Name, cfg.MTU, err)
 		}
+		writes++
 	}
 	if cur.HardwareAddr.String() != cfg.MAC.String() {
 		if err := netlink.LinkSetHardwareAddr(cur, cfg.MAC); err != nil {
-			return nil, fmt.Errorf("set %s mac: %w", cfg.Name, err)
+			return nil, writes, fmt.Errorf("set %s mac: %w", cfg.Name, err)
 		}
+		writes++
 	}
-	if err := ensureOnlyAddr(cur, cfg.Addr); err != nil {
-		return nil, err
+	w, err := ensureOnlyAddr(cur, cfg.Addr)
+	writes += w
+	if err != nil {
+		return nil, writes, err
 	}
 	if cur.Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(cur); err != nil {
-			return nil, fmt.Errorf("set %s up: %w", cfg.Name, err)
+			return nil, writes, fmt.Errorf("set %s up: %w", cfg.Name, err)
 		}
+		writes++
 	}
-	return Get(cfg.Name)
+	vx, err := Get(cfg.Name)
+	return vx, writes, err
 }
 
 // Get returns the device, or ErrNotFound.
@@ -139,11 +157,12 @@ func create(cfg Config) (*netlink.Vxlan, error) {
 
 // ensureOnlyAddr leaves exactly want on the device: a stale VTEP address (the
 // node's pod CIDR changed) would attract traffic for a subnet it no longer
-// owns.
-func ensureOnlyAddr(l netlink.Link, want *net.IPNet) error {
+// owns. It returns the number of writes.
+func ensureOnlyAddr(l netlink.Link, want *net.IPNet) (int, error) {
+	writes := 0
 	addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
+		return writes, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
 	}
 	have := false
 	for _, a := range addrs {
@@ -152,16 +171,17 @@ func ensureOnlyAddr(l netlink.Link, want *net.IPNet) error {
 			continue
 		}
 		if err := netlink.AddrDel(l, &a); err != nil {
-			return fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, l.Attrs().Name, err)
+			return writes, fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, l.Attrs().Name, err)
 		}
+		writes++
 	}
 	if have {
-		return nil
+		return writes, nil
 	}
 	if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: want}); err != nil && !errors.Is(err, syscall.EEXIST) {
-		return fmt.Errorf("add %s to %s: %w", want, l.Attrs().Name, err)
+		return writes, fmt.Errorf("add %s to %s: %w", want, l.Attrs().Name, err)
 	}
-	return nil
+	return writes + 1, nil
 }
 
 // Delete removes the device, and with it every neighbour and FDB entry and

@@ -87,3 +87,53 @@ func TestEnsure(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestReconcileCountsItsWrites(t *testing.T) {
+	u := testcluster.NewUnderlay(t)
+	node := u.AddNode(t, "n1")
+	err := node.NS.Do(func(ns.NetNS) error {
+		eth0, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		cfg := vxlan.Config{
+			Name: vxlan.DefaultName, VNI: 7, Port: 8472, LocalIP: node.IP, Underlay: eth0.Attrs().Index,
+			MAC: vxlan.MACForNode("n1"), Addr: &net.IPNet{IP: net.IPv4(10, 244, 1, 0).To4(), Mask: net.CIDRMask(32, 32)},
+		}
+		for _, step := range []struct {
+			name   string
+			tamper func(*netlink.Vxlan) error
+			want   int
+		}{
+			{"creating the device writes", nil, -1},
+			{"an unchanged device costs nothing", nil, 0},
+			{"a changed MTU is one write", func(vx *netlink.Vxlan) error { return netlink.LinkSetMTU(vx, 1000) }, 1},
+			{"a device set down is one write", func(vx *netlink.Vxlan) error { return netlink.LinkSetDown(vx) }, 1},
+			{"a removed VTEP address is one write", func(vx *netlink.Vxlan) error {
+				return netlink.AddrDel(vx, &netlink.Addr{IPNet: cfg.Addr})
+			}, 1},
+			{"a deleted device is rebuilt with writes", func(vx *netlink.Vxlan) error { return netlink.LinkDel(vx) }, -1},
+		} {
+			if step.tamper != nil {
+				vx, err := vxlan.Get(cfg.Name)
+				if err != nil {
+					return err
+				}
+				if err := step.tamper(vx); err != nil {
+					return err
+				}
+			}
+			_, writes, err := vxlan.Reconcile(cfg)
+			if err != nil {
+				return err
+			}
+			if (step.want < 0 && writes < 2) || (step.want >= 0 && writes != step.want) {
+				t.Errorf("%s: %d writes, want %d (-1: several)", step.name, writes, step.want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -31,7 +31,8 @@ func (n Node) Complete() bool {
 type Datastore interface {
 	// PodCIDR returns the node's pod CIDR: the one the cluster assigned,
 	// or, when self-allocation is configured, one claimed for the node
-	// (the same one on every later call). It blocks until known or ctx ends.
+	// (the same one on every later call). An answer that there is none is
+	// an error wrapping ErrNoPodCIDR (or ErrNoFreeSubnet).
 	PodCIDR(ctx context.Context, node string) (*net.IPNet, error)
 	// Publish records the node's VTEP MAC and underlay IP for its peers.
 	Publish(ctx context.Context, self Node) error
@@ -47,6 +48,12 @@ type Datastore interface {
 type UnderlayHinter interface {
 	UnderlayIP(ctx context.Context, node string) (net.IP, error)
 }
+
+// ErrNoPodCIDR says the datastore answered and the node has no pod CIDR: it
+// is not registered, or nobody allocated one yet. Any other PodCIDR error
+// means the datastore could not answer (unreachable, timed out), which is
+// when an agent may fall back to the pod CIDR it used before.
+var ErrNoPodCIDR = errors.New("node has no pod CIDR")
 
 // ErrNoFreeSubnet says every subnet of the cluster CIDR is taken.
 var ErrNoFreeSubnet = errors.New("no free pod subnet in the cluster CIDR")

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,9 @@ const DefaultRequestTimeout = 10 * time.Second
 // Store implements datastore.Datastore over the API.
 type Store struct {
 	cfg Config
+
+	mu      sync.Mutex
+	claimed map[string]*net.IPNet // self-allocated pod CIDRs, by node
 }
 
 // New returns the store.
@@ -77,14 +81,20 @@ func (s *Store) PodCIDR(ctx context.Context, name string) (*net.IPNet, error) {
 	rctx, cancel := s.call(ctx)
 	node, err := s.cfg.Client.CoreV1().Nodes().Get(rctx, name, metav1.GetOptions{})
 	cancel()
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: node %s is not registered", datastore.ErrNoPodCIDR, name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("get node %s: %w", name, err)
 	}
 	if cidr := nodePodCIDR(node); cidr != nil {
+		if s.cfg.Allocation != nil && node.Spec.PodCIDR == "" && len(node.Spec.PodCIDRs) == 0 {
+			s.setClaimed(name, cidr)
+		}
 		return cidr, nil
 	}
 	if s.cfg.Allocation == nil {
-		return nil, fmt.Errorf("node %s has no spec.podCIDR yet (is kube-controller-manager running with --allocate-node-cidrs?), and self-allocation is off", name)
+		return nil, fmt.Errorf("%w: node %s has no spec.podCIDR yet (is kube-controller-manager running with --allocate-node-cidrs?), and self-allocation is off", datastore.ErrNoPodCIDR, name)
 	}
 	cidr, err := s.cfg.Allocation.claim(ctx, s.cfg.Client, node, s.cfg.RequestTimeout)
 	if err != nil {
@@ -94,7 +104,23 @@ func (s *Store) PodCIDR(ctx context.Context, name string) (*net.IPNet, error) {
 	if err := s.patchAnnotations(ctx, name, map[string]string{AnnotationPodCIDR: cidr.String()}); err != nil {
 		return nil, err
 	}
+	s.setClaimed(name, cidr)
 	return cidr, nil
+}
+
+func (s *Store) setClaimed(name string, cidr *net.IPNet) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.claimed == nil {
+		s.claimed = map[string]*net.IPNet{}
+	}
+	s.claimed[name] = cidr
+}
+
+func (s *Store) claimedCIDR(name string) *net.IPNet {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.claimed[name]
 }
 
 // UnderlayIP returns the node's InternalIP (IPv4), or nil when it has none.
@@ -115,13 +141,36 @@ func (s *Store) UnderlayIP(ctx context.Context, name string) (net.IP, error) {
 	return nil, nil
 }
 
-// Publish writes the VTEP annotations. It patches through nodes/status, the
+// Publish writes the VTEP annotations, and the pod CIDR annotation when the
+// node's pod CIDR is self-allocated. It patches through nodes/status, the
 // only write droverd's role needs: the status strategy keeps metadata
-// changes, as kubelet's own annotation updates rely on.
+// changes, as kubelet's own annotation updates rely on. The agent calls it
+// whenever its informer view of the own Node differs from what it wants
+// (the Node was re-created, or its annotations edited or removed), so a
+// self-allocated claim is re-confirmed first: a re-created Node has a new
+// UID, and the claim must name it to stay live (see Allocation).
 func (s *Store) Publish(ctx context.Context, self datastore.Node) error {
 	ann := map[string]string{
 		AnnotationVTEPMAC:    self.VTEPMAC.String(),
 		AnnotationUnderlayIP: self.UnderlayIP.String(),
+	}
+	if claimed := s.claimedCIDR(self.Name); claimed != nil && s.cfg.Allocation != nil {
+		rctx, cancel := s.call(ctx)
+		node, err := s.cfg.Client.CoreV1().Nodes().Get(rctx, self.Name, metav1.GetOptions{})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("get node %s: %w", self.Name, err)
+		}
+		if node.Spec.PodCIDR == "" && len(node.Spec.PodCIDRs) == 0 {
+			cidr, err := s.cfg.Allocation.claim(ctx, s.cfg.Client, node, s.cfg.RequestTimeout)
+			if err != nil {
+				return fmt.Errorf("re-confirm the pod CIDR claim of %s: %w", self.Name, err)
+			}
+			if cidr.String() != claimed.String() {
+				return fmt.Errorf("node %s lost its pod CIDR claim %s (now %s): restart droverd to take the new one", self.Name, claimed, cidr)
+			}
+			ann[AnnotationPodCIDR] = cidr.String()
+		}
 	}
 	return s.patchAnnotations(ctx, self.Name, ann)
 }

@@ -1,13 +1,15 @@
 // Package nodestate holds the small, versioned file through which the node
 // agent (droverd) tells the CNI plugin what it needs to serve pods: the node's
 // pod CIDR, the cluster CIDR, the MTU and the gateway. It is the one home of
-// that contract; it does not know how the values were found.
+// that contract; it does not know how the values were found. The agent also
+// records which node wrote the file, so that after a restart with the API
+// server unreachable it can tell its own previous state from a stale one.
 //
 // The file is JSON, written atomically (temporary file in the same directory,
 // fsync, rename), so a reader sees the old state or the new one, never half:
 //
-//	{"version":1,"podCIDR":"10.244.1.0/24","clusterCIDR":"10.244.0.0/16",
-//	 "mtu":1450,"gateway":"10.244.1.1"}
+//	{"version":1,"node":"node-1","podCIDR":"10.244.1.0/24",
+//	 "clusterCIDR":"10.244.0.0/16","mtu":1450,"gateway":"10.244.1.1"}
 package nodestate
 
 import (
@@ -32,7 +34,10 @@ var ErrNotFound = errors.New("node state not found")
 
 // State is what the plugin needs to know about its node.
 type State struct {
-	Version     int    `json:"version"`
+	Version int `json:"version"`
+	// Node names the node the agent wrote the file for; optional, and
+	// ignored by the plugin (older readers skip unknown fields).
+	Node        string `json:"node,omitempty"`
 	PodCIDR     string `json:"podCIDR"`
 	ClusterCIDR string `json:"clusterCIDR,omitempty"`
 	MTU         int    `json:"mtu,omitempty"`
@@ -41,6 +46,7 @@ type State struct {
 
 // Parsed is a validated State in Go types.
 type Parsed struct {
+	Node        string // "" when not recorded
 	PodCIDR     *net.IPNet
 	ClusterCIDR *net.IPNet // nil when not known
 	MTU         int        // 0 when not known
@@ -96,6 +102,7 @@ func (s State) Parse() (*Parsed, error) {
 		return nil, fmt.Errorf("mtu %d is outside 576..9000", s.MTU)
 	}
 	p.MTU = s.MTU
+	p.Node = s.Node
 	if s.Gateway == "" {
 		p.Gateway = FirstAddress(p.PodCIDR)
 	} else {

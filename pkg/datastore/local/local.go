@@ -74,7 +74,7 @@ func (s *Store) PodCIDR(ctx context.Context, node string) (*net.IPNet, error) {
 			return err
 		}
 		if s.cluster == nil {
-			return fmt.Errorf("node %s has no pod CIDR in %s and no cluster CIDR is set to allocate one", node, s.dir)
+			return fmt.Errorf("%w: node %s has none in %s and no cluster CIDR is set to allocate one", datastore.ErrNoPodCIDR, node, s.dir)
 		}
 		if cidr, err = datastore.FreeSubnet(s.cluster, s.nodeMask, taken); err != nil {
 			return err

@@ -97,6 +97,15 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("--underlay-ip %q is not an IPv4 address", o.underlayIP)
 		}
 	}
+	// Bound first: an address in use is a startup error, not an agent
+	// without health endpoints that its liveness probe restarts forever.
+	var ln net.Listener
+	if o.listen != "" {
+		if ln, err = agent.Listen(o.listen); err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		defer ln.Close()
+	}
 	ds, err := openDatastore(ctx, o, cluster, log)
 	if err != nil {
 		return err
@@ -110,14 +119,28 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.listen != "" {
-		go func() {
-			if err := a.Serve(ctx, o.listen); err != nil {
-				log.Error("metrics and health server", "err", err)
-			}
-		}()
+	if ln == nil {
+		return a.Run(ctx)
 	}
-	return a.Run(ctx)
+	// The server ending early ends droverd too (the DaemonSet restarts it):
+	// an agent nobody can probe is worse than a restart.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		err := a.Serve(ctx, ln)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("metrics and health server stopped")
+		}
+		served <- err
+		cancel()
+	}()
+	runErr := a.Run(ctx)
+	cancel()
+	if err := <-served; err != nil && runErr == nil {
+		return err
+	}
+	return runErr
 }
 
 func openDatastore(ctx context.Context, o *options, cluster *net.IPNet, log *slog.Logger) (datastore.Datastore, error) {

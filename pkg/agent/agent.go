@@ -3,7 +3,10 @@
 // peer, keeps the masquerade rules, and writes the node state and CNI
 // conflist once the node can serve pods. It reconciles on peer changes,
 // netlink events and a periodic resync. Stopping it leaves the data path as
-// it is, so a restart never interrupts pod traffic.
+// it is, so a restart never interrupts pod traffic, and a restart while the
+// datastore is unreachable adopts the node's previous pod CIDR and peers
+// (pkg/nodestate's file and the agent's peer cache) and keeps repairing the
+// data path until the datastore answers again.
 package agent
 
 import (
@@ -19,12 +22,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/drover-net/drover/pkg/cniconf"
-	"github.com/drover-net/drover/pkg/cniplugin"
 	"github.com/drover-net/drover/pkg/datastore"
-	"github.com/drover-net/drover/pkg/ipam"
 	"github.com/drover-net/drover/pkg/masq"
-	"github.com/drover-net/drover/pkg/nodestate"
 	"github.com/drover-net/drover/pkg/overlay"
 	"github.com/drover-net/drover/pkg/vxlan"
 )
@@ -42,33 +41,50 @@ type Config struct {
 	DirectRouting bool
 	Masquerade    bool
 	StateFile     string
-	IPAMDir       string // the plugin's dataDir
-	CNIConfDir    string
-	CNIConfName   string
-	Portmap       bool
-	Resync        time.Duration
-	Log           *slog.Logger
-	Metrics       *Metrics
+	// PeerCache is the agent's own record of its last peers, used after a
+	// restart until the datastore delivers its first view; default
+	// peers.json beside StateFile.
+	PeerCache   string
+	IPAMDir     string // the plugin's dataDir
+	CNIConfDir  string
+	CNIConfName string
+	Portmap     bool
+	Resync      time.Duration
+	Log         *slog.Logger
+	Metrics     *Metrics
 }
 
 // Agent runs the loop.
 type Agent struct {
-	cfg      Config
-	log      *slog.Logger
-	m        *Metrics
+	cfg Config
+	log *slog.Logger
+	m   *Metrics
+	mac net.HardwareAddr
+
+	// Set before the loop starts and then owned by the loop's goroutine.
+	ulIP     net.IP // the underlay address to look for (flag or Node InternalIP)
 	underlay *Underlay
 	podCIDR  *net.IPNet
-	mac      net.HardwareAddr
+	masq     *masq.Rules
+	pubGen   uint64    // view generation of the last publish attempt
+	pubAt    time.Time // and when
+	rejected string    // the last logged set of rejected peers
+	cacheGen uint64    // view generation last written to the peer cache
 
-	mu        sync.Mutex
-	peers     []overlay.Peer
-	peersSeen bool // the datastore delivered its initial view
+	mu       sync.Mutex
+	view     []datastore.Node // the datastore's latest full view, own node included
+	viewGen  uint64           // bumped by every view
+	cached   []overlay.Peer   // peers from the cache, until the first view
+	hasCache bool
 
-	trigger   chan struct{}
-	published bool
-	ready     atomic.Bool
-	lastLoop  atomic.Int64 // unix nanos of the last finished reconcile
-	masq      *masq.Rules
+	trigger chan struct{}
+	fatal   chan error
+	ready   atomic.Bool
+	waiting atomic.Bool  // still waiting for the pod CIDR
+	beatAt  atomic.Int64 // unix nanos of the loop's last sign of progress
+
+	// Watch restart backoff; tests shorten it.
+	watchBackoff, watchBackoffMax time.Duration
 }
 
 // New validates cfg.
@@ -94,23 +110,37 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 10 * time.Second
 	}
+	if cfg.PeerCache == "" && cfg.StateFile != "" {
+		cfg.PeerCache = filepath.Join(filepath.Dir(cfg.StateFile), "peers.json")
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
-	return &Agent{cfg: cfg, log: cfg.Log, m: cfg.Metrics, trigger: make(chan struct{}, 1)}, nil
+	return &Agent{
+		cfg: cfg, log: cfg.Log, m: cfg.Metrics, mac: vxlan.MACForNode(cfg.NodeName),
+		trigger: make(chan struct{}, 1), fatal: make(chan error, 1),
+		watchBackoff: time.Second, watchBackoffMax: 30 * time.Second,
+	}, nil
 }
 
 // Ready reports whether the node state and conflist are written.
 func (a *Agent) Ready() bool { return a.ready.Load() }
 
-// Healthy reports whether the loop finished a reconcile recently.
+// Healthy reports whether the loop showed progress recently: a reconcile,
+// or an attempt to learn the pod CIDR while it waits for one. Waiting is
+// healthy (a restart would not make the controller manager or the API
+// server any faster); a loop stuck somewhere is not. Every datastore call
+// has its own deadline, so a live loop beats at least every Resync or
+// backoff step (10s) plus one call.
 func (a *Agent) Healthy() bool {
-	last := a.lastLoop.Load()
-	return last != 0 && time.Since(time.Unix(0, last)) < 3*a.cfg.Resync+5*time.Second
+	last := a.beatAt.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < 3*a.cfg.Resync+30*time.Second
 }
+
+func (a *Agent) beat() { a.beatAt.Store(time.Now().UnixNano()) }
 
 // Kick asks for a reconcile soon; many kicks collapse into one.
 func (a *Agent) Kick() {
@@ -123,44 +153,42 @@ func (a *Agent) Kick() {
 // Run sets the node up and reconciles until ctx ends. On return the data
 // path stays as it is.
 func (a *Agent) Run(ctx context.Context) error {
-	ulIP := a.cfg.UnderlayIP
-	if ulIP == nil && a.cfg.UnderlayIface == "" {
-		// Kubernetes: the Node's InternalIP is the address its peers know
-		// it by; without one, fall back to the default route's interface.
-		if h, ok := a.cfg.Datastore.(datastore.UnderlayHinter); ok {
-			ip, err := h.UnderlayIP(ctx, a.cfg.NodeName)
-			if err != nil {
-				a.log.Warn("node InternalIP unknown; using the default route's interface", "err", err)
-			}
-			ulIP = ip
-		}
+	a.beat()
+	a.waiting.Store(true)
+	cache := a.loadPeerCache()
+	a.ulIP = a.cfg.UnderlayIP
+	if a.ulIP == nil && a.cfg.UnderlayIface == "" {
+		a.ulIP = a.underlayHint(ctx, cache)
 	}
 	var err error
-	if a.underlay, err = FindUnderlay(a.cfg.UnderlayIface, ulIP); err != nil {
+	if a.underlay, err = FindUnderlay(a.cfg.UnderlayIface, a.ulIP); err != nil {
 		return err
 	}
-	a.mac = vxlan.MACForNode(a.cfg.NodeName)
 	a.log.Info("underlay", "iface", a.underlay.Link.Attrs().Name, "ip", a.underlay.IP, "vtep_mac", a.mac)
 
-	if a.podCIDR, err = a.waitPodCIDR(ctx); err != nil {
+	// The watch starts before the pod CIDR is known, so the view is there
+	// (or on its way) when the first reconcile runs.
+	go a.watchDatastore(ctx)
+
+	podCIDR, adopted, err := a.waitPodCIDR(ctx)
+	if err != nil {
 		return err
 	}
-	if !a.cfg.ClusterCIDR.Contains(a.podCIDR.IP) {
-		return fmt.Errorf("pod CIDR %s of node %s is outside the cluster CIDR %s", a.podCIDR, a.cfg.NodeName, a.cfg.ClusterCIDR)
+	if !a.cfg.ClusterCIDR.Contains(podCIDR.IP) {
+		return fmt.Errorf("pod CIDR %s of node %s is outside the cluster CIDR %s", podCIDR, a.cfg.NodeName, a.cfg.ClusterCIDR)
 	}
-	a.log.Info("pod CIDR", "cidr", a.podCIDR)
+	a.podCIDR = podCIDR
+	a.waiting.Store(false)
+	a.log.Info("pod CIDR", "cidr", a.podCIDR, "adopted_from_previous_run", adopted)
+	if adopted {
+		go a.confirmPodCIDR(ctx)
+	}
 	if a.cfg.Masquerade {
 		if a.masq, err = masq.New(a.cfg.ClusterCIDR); err != nil {
 			return err
 		}
 	}
 
-	go func() {
-		err := a.cfg.Datastore.Watch(ctx, a.onNodes)
-		if err != nil && ctx.Err() == nil {
-			a.log.Error("datastore watch ended", "err", err)
-		}
-	}()
 	// The namespace of the calling thread: goroutines do not inherit it, so
 	// the subscriptions name it explicitly.
 	self, err := netns.Get()
@@ -178,6 +206,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			a.log.Info("stopping; the data path stays in place")
 			return nil
+		case err := <-a.fatal:
+			return err
 		case <-tick.C:
 		case <-a.trigger:
 		}
@@ -185,153 +215,66 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// waitPodCIDR asks the datastore until it answers, with capped backoff: the
-// API server may be down when the agent starts.
-func (a *Agent) waitPodCIDR(ctx context.Context) (*net.IPNet, error) {
-	backoff := 200 * time.Millisecond
-	for {
-		cidr, err := a.cfg.Datastore.PodCIDR(ctx, a.cfg.NodeName)
-		if err == nil {
-			return cidr, nil
-		}
-		a.m.DatastoreErrors.Inc()
-		a.log.Warn("pod CIDR not known yet", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
+// underlayHint is the address to find the underlay by when neither an
+// interface nor an address is configured: the Node's InternalIP in
+// Kubernetes, which is the address its peers know it by; with the API
+// unreachable, the underlay address of the previous run.
+func (a *Agent) underlayHint(ctx context.Context, cache *peerCache) net.IP {
+	h, ok := a.cfg.Datastore.(datastore.UnderlayHinter)
+	if !ok {
+		return nil
 	}
+	ip, err := h.UnderlayIP(ctx, a.cfg.NodeName)
+	if err == nil && ip != nil {
+		return ip
+	}
+	if cache != nil && cache.UnderlayIP != nil {
+		a.log.Warn("node InternalIP unknown; using the previous run's underlay address", "ip", cache.UnderlayIP, "err", err)
+		return cache.UnderlayIP
+	}
+	a.log.Warn("node InternalIP unknown; using the default route's interface", "err", err)
+	return nil
 }
 
 // onNodes receives the datastore's full view.
 func (a *Agent) onNodes(nodes []datastore.Node) {
-	var peers []overlay.Peer
-	for _, n := range nodes {
-		if n.Name == a.cfg.NodeName || !n.Complete() {
-			continue
-		}
-		peers = append(peers, overlay.Peer{Name: n.Name, PodCIDR: n.PodCIDR, VTEPMAC: n.VTEPMAC, UnderlayIP: n.UnderlayIP})
-	}
 	a.mu.Lock()
-	a.peers, a.peersSeen = peers, true
+	a.view = nodes
+	a.viewGen++
 	a.mu.Unlock()
 	a.Kick()
 }
 
+// watchDatastore runs the datastore's watch and restarts it, with capped
+// exponential backoff, whenever it returns before ctx ends: without it a
+// failed watch would leave the agent programming a frozen peer list until
+// it is restarted by hand.
+func (a *Agent) watchDatastore(ctx context.Context) {
+	backoff := a.watchBackoff
+	for {
+		started := time.Now()
+		err := a.cfg.Datastore.Watch(ctx, a.onNodes)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("watch returned without an error")
+		}
+		a.m.DatastoreErrors.Inc()
+		a.m.WatchRestarts.Inc()
+		if time.Since(started) > 2*a.watchBackoffMax {
+			backoff = a.watchBackoff // it had been working: start over
+		}
+		a.log.Error("datastore watch ended; restarting it", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, a.watchBackoffMax)
+	}
+}
+
 func (a *Agent) vtepAddr() *net.IPNet {
 	return &net.IPNet{IP: overlay.VTEPAddr(a.podCIDR), Mask: net.CIDRMask(32, 32)}
-}
-
-// reconcile brings the node to its wanted state. Each step runs even when an
-// earlier one failed, so one broken piece does not freeze the others.
-func (a *Agent) reconcile(ctx context.Context) {
-	start := time.Now()
-	var errs []error
-	writes := 0
-
-	vx, err := vxlan.Ensure(vxlan.Config{
-		Name: vxlan.DefaultName, VNI: a.cfg.VNI, Port: a.cfg.Port, LocalIP: a.underlay.IP,
-		Underlay: a.underlay.Link.Attrs().Index, MTU: a.cfg.MTU, MAC: a.mac, Addr: a.vtepAddr(),
-	})
-	if err != nil {
-		errs = append(errs, fmt.Errorf("vxlan device: %w", err))
-	}
-
-	if !a.published {
-		self := datastore.Node{Name: a.cfg.NodeName, PodCIDR: a.podCIDR, VTEPMAC: a.mac, UnderlayIP: a.underlay.IP}
-		if err := a.cfg.Datastore.Publish(ctx, self); err != nil {
-			a.m.DatastoreErrors.Inc()
-			errs = append(errs, fmt.Errorf("publish VTEP: %w", err))
-		} else {
-			a.published = true
-		}
-	}
-
-	a.mu.Lock()
-	peers, seen := a.peers, a.peersSeen
-	a.mu.Unlock()
-	// Until the datastore has delivered its first full view, an empty peer
-	// list means "unknown", not "none": syncing it would delete every route
-	// a previous agent programmed and cut established pod traffic.
-	if seen && vx != nil {
-		ch, err := overlay.Sync(overlay.Config{
-			Device: vxlan.DefaultName, Underlay: a.underlay.Link.Attrs().Index,
-			UnderlayNet: a.underlay.Subnet, DirectRouting: a.cfg.DirectRouting,
-		}, peers)
-		writes += ch.Total()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("peers: %w", err))
-		} else {
-			a.m.Peers.Set(float64(len(peers)))
-		}
-	}
-
-	if a.masq != nil {
-		w, err := a.masq.Ensure()
-		writes += w
-		if err != nil {
-			errs = append(errs, fmt.Errorf("masquerade: %w", err))
-		}
-	}
-
-	if vx != nil {
-		if err := a.writeNodeState(vx.MTU); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	a.updateIPAMMetrics()
-
-	a.m.ReconcileDuration.Observe(time.Since(start).Seconds())
-	a.m.ReconcileWrites.Add(float64(writes))
-	if err := errors.Join(errs...); err != nil {
-		a.m.ReconcileErrors.Inc()
-		a.log.Error("reconcile", "err", err)
-	} else if writes > 0 {
-		a.log.Info("reconciled", "writes", writes, "peers", len(peers), "took", time.Since(start))
-	}
-	a.lastLoop.Store(time.Now().UnixNano())
-}
-
-// writeNodeState writes the plugin's state file, then the conflist: the
-// conflist is what makes the runtime call the plugin, so it comes last.
-func (a *Agent) writeNodeState(mtu int) error {
-	st := nodestate.State{
-		Version: nodestate.Version, PodCIDR: a.podCIDR.String(), ClusterCIDR: a.cfg.ClusterCIDR.String(),
-		MTU: mtu, Gateway: nodestate.FirstAddress(a.podCIDR).String(),
-	}
-	if cur, err := nodestate.Read(a.cfg.StateFile); err != nil || cur.PodCIDR.String() != st.PodCIDR ||
-		cur.MTU != st.MTU || cur.ClusterCIDR == nil || cur.ClusterCIDR.String() != st.ClusterCIDR {
-		if err := nodestate.Write(a.cfg.StateFile, st); err != nil {
-			return fmt.Errorf("node state: %w", err)
-		}
-	}
-	path := filepath.Join(a.cfg.CNIConfDir, a.cfg.CNIConfName)
-	wrote, err := cniconf.Write(path, cniconf.Options{NodeState: a.cfg.StateFile, DataDir: a.cfg.IPAMDir, Portmap: a.cfg.Portmap})
-	if err != nil {
-		return err
-	}
-	if wrote {
-		a.log.Info("CNI config written: the node can serve pods", "path", path)
-	}
-	a.ready.Store(true)
-	return nil
-}
-
-func (a *Agent) updateIPAMMetrics() {
-	dir := a.cfg.IPAMDir
-	if dir == "" {
-		dir = cniplugin.DefaultDataDir
-	}
-	pool := ipam.Pool{Subnet: a.podCIDR, Gateway: nodestate.FirstAddress(a.podCIDR)}
-	a.m.IPAMCapacity.Set(float64(pool.Size()))
-	s, err := ipam.Open(filepath.Join(dir, cniconf.NetworkName))
-	if err != nil {
-		return
-	}
-	defer s.Close()
-	if free, err := s.Free(pool); err == nil {
-		a.m.IPAMAllocated.Set(float64(pool.Size() - free))
-	}
 }

@@ -66,6 +66,21 @@ type fileConfig struct {
 // then the config file ($DROVER_LOCAL_CONFIG, else drover-local.json next to
 // exe; a missing file is fine), then the environment overrides.
 func LoadConfig(exe string, getenv func(string) string) (Config, error) {
+	if path := getenv(EnvConfig); path != "" {
+		return LoadConfigFile(path, getenv)
+	}
+	return loadConfig(filepath.Join(filepath.Dir(exe), ConfigFileName), false, getenv)
+}
+
+// LoadConfigFile reads the configuration from the file at path, which must
+// exist (an empty path means none: the defaults), then applies the
+// environment's state and log directory overrides, as the driver would. It
+// is for tools that find the driver's file themselves (the admin command).
+func LoadConfigFile(path string, getenv func(string) string) (Config, error) {
+	return loadConfig(path, true, getenv)
+}
+
+func loadConfig(path string, explicit bool, getenv func(string) string) (Config, error) {
 	c := Config{
 		StateDir: DefaultStateDir, LogDir: DefaultLogDir,
 		MinSize: 16 << 20, MaxSize: 16 << 40,
@@ -74,19 +89,17 @@ func LoadConfig(exe string, getenv func(string) string) (Config, error) {
 	for k, v := range defaultTimeouts {
 		c.Timeouts[k] = v
 	}
-	path, explicit := getenv(EnvConfig), true
-	if path == "" {
-		path, explicit = filepath.Join(filepath.Dir(exe), ConfigFileName), false
-	}
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		if err := c.apply(b); err != nil {
-			return c, fmt.Errorf("config %s: %w", path, err)
+	if path != "" {
+		b, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			if err := c.apply(b); err != nil {
+				return c, fmt.Errorf("config %s: %w", path, err)
+			}
+		case errors.Is(err, os.ErrNotExist) && !explicit:
+		default:
+			return c, fmt.Errorf("read config: %w", err)
 		}
-	case errors.Is(err, os.ErrNotExist) && !explicit:
-	default:
-		return c, fmt.Errorf("read config: %w", err)
 	}
 	if v := getenv(EnvStateDir); v != "" {
 		c.StateDir = v

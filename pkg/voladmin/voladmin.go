@@ -17,7 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/drover-net/drover/pkg/flexvol"
 	"github.com/drover-net/drover/pkg/volumes"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -31,9 +30,17 @@ orphaned volumes (mounted with no pod: a mount killed before its bind mount
 whose pod is gone) now, which the driver's next mount or unmount would do.
 
 flags:
-  --state-dir DIR   state directory (default: from --config, $DROVER_LOCAL_STATE_DIR, else /var/lib/drover)
+  --state-dir DIR   state directory to work on
   --config FILE     the driver's drover-local.json, to use its stateDir
+  --plugin-dir DIR  kubelet's volume plugin dir: use DIR/drover~local/drover-local.json
   -o table|json     output format (default table)
+
+Without --state-dir, the state directory is the stateDir of the driver's
+config: --config, else $DROVER_LOCAL_CONFIG, else drover-local.json beside
+the installed driver (in --plugin-dir, else in the running kubelet's plugin
+dir and every known distribution's), else /var/lib/drover;
+$DROVER_LOCAL_STATE_DIR overrides a file, as for the driver. Every run says
+which directory it uses and why (on stderr with -o json).
 `
 
 // Main runs the command and returns its exit code: 0 done, 1 refused or
@@ -44,6 +51,7 @@ func Main(args []string, stdout, stderr io.Writer, getenv func(string) string) i
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	stateDir := fs.String("state-dir", "", "state directory")
 	cfgFile := fs.String("config", "", "driver config file")
+	pluginDir := fs.String("plugin-dir", "", "kubelet volume plugin directory")
 	output := fs.String("o", "table", "output format: table or json")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -58,25 +66,19 @@ func Main(args []string, stdout, stderr io.Writer, getenv func(string) string) i
 		fs.Usage()
 		return 2
 	}
-	dir := *stateDir
-	if dir == "" {
-		env := getenv
-		if *cfgFile != "" {
-			env = func(k string) string {
-				if k == flexvol.EnvConfig {
-					return *cfgFile
-				}
-				return getenv(k)
-			}
-		}
-		cfg, err := flexvol.LoadConfig("/nonexistent/drover-volumes", env)
-		if err != nil {
-			fmt.Fprintf(stderr, "drover-volumes: %v\n", err)
-			return 1
-		}
-		dir = cfg.StateDir
+	ch, err := chooseStateDir(flags{*stateDir, *cfgFile, *pluginDir}, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "drover-volumes: %v\n", err)
+		return 1
 	}
-	st, err := volumes.New(dir)
+	where := fmt.Sprintf("state dir %s (from %s)", ch.dir, ch.source)
+	if *output == "json" {
+		fmt.Fprintf(stderr, "drover-volumes: %s\n", where)
+	} else {
+		fmt.Fprintln(stdout, where)
+	}
+	// Open creates nothing: looking must not change the node.
+	st, err := volumes.Open(ch.dir)
 	if err != nil {
 		fmt.Fprintf(stderr, "drover-volumes: %v\n", err)
 		return 1
@@ -104,7 +106,7 @@ func Main(args []string, stdout, stderr io.Writer, getenv func(string) string) i
 			if released == nil {
 				released = []string{}
 			}
-			json.NewEncoder(stdout).Encode(map[string][]string{"released": released})
+			json.NewEncoder(stdout).Encode(map[string]any{"stateDir": st.Root(), "released": released})
 		} else {
 			for _, name := range released {
 				fmt.Fprintf(stdout, "released orphaned volume %s\n", name)
@@ -123,7 +125,7 @@ func Main(args []string, stdout, stderr io.Writer, getenv func(string) string) i
 		defer cancel()
 		err := st.Delete(ctx, rest[1])
 		if *output == "json" {
-			res := map[string]string{"name": rest[1], "result": "deleted"}
+			res := map[string]string{"name": rest[1], "result": "deleted", "stateDir": st.Root()}
 			if err != nil {
 				res["result"], res["error"] = "refused", err.Error()
 			}

@@ -32,7 +32,9 @@ type VolumeInfo struct {
 // List describes every volume, without taking locks (a snapshot).
 func (s *Store) List() ([]VolumeInfo, error) {
 	entries, err := os.ReadDir(s.root + "/volumes")
-	if err != nil {
+	if errors.Is(err, os.ErrNotExist) {
+		return []VolumeInfo{}, nil // no volume was ever made here
+	} else if err != nil {
 		return nil, fmt.Errorf("read volumes: %w", err)
 	}
 	mounts, err := mountinfo.Read()

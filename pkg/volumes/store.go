@@ -93,6 +93,22 @@ func New(root string) (*Store, error) {
 	return &Store{root: real}, nil
 }
 
+// Open opens the state directory at root without creating anything, for a
+// caller that only looks or removes (the admin command): a directory that
+// does not exist yet holds no volumes.
+func Open(root string) (*Store, error) {
+	if !filepath.IsAbs(root) {
+		return nil, fmt.Errorf("state directory %q must be absolute", root)
+	}
+	real, err := filepath.EvalSymlinks(root)
+	if errors.Is(err, os.ErrNotExist) {
+		real = filepath.Clean(root)
+	} else if err != nil {
+		return nil, fmt.Errorf("resolve state directory %s: %w", root, err)
+	}
+	return &Store{root: real}, nil
+}
+
 // Root is the resolved state directory.
 func (s *Store) Root() string { return s.root }
 

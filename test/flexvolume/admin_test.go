@@ -86,3 +86,26 @@ func TestAdminCommand(t *testing.T) {
 		}
 	})
 }
+
+// TestAdminFindsTheDriverConfig: without --state-dir or --config, the admin
+// command uses the stateDir of the drover-local.json beside the installed
+// driver, and says so; before, it silently used /var/lib/drover.
+func TestAdminFindsTheDriverConfig(t *testing.T) {
+	e := newEnv(t, nil)
+	pod := e.podDir("pod-cfg", "v")
+	e.mustSucceed("mount", pod, kubeletOptions("pv-cfg", false, "", "", map[string]string{"size": "32Mi"}))
+	pluginDir := filepath.Dir(filepath.Dir(e.exe))
+	cfgFile := filepath.Join(filepath.Dir(e.exe), "drover-local.json")
+	var out, errb bytes.Buffer
+	code := voladmin.Main([]string{"--plugin-dir", pluginDir, "list"}, &out, &errb, func(string) string { return "" })
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if first := strings.SplitN(out.String(), "\n", 2)[0]; first != "state dir "+e.stateDir+" (from "+cfgFile+")" {
+		t.Errorf("first line %q does not name the driver's state dir and config", first)
+	}
+	if !strings.Contains(out.String(), "pv-cfg") || !strings.Contains(out.String(), pod) {
+		t.Errorf("the driver's volume is not listed:\n%s", out.String())
+	}
+	e.mustSucceed("unmount", pod)
+}

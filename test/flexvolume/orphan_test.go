@@ -119,7 +119,8 @@ func TestAdminSweep(t *testing.T) {
 	e := newEnv(t, nil)
 	e.makeOrphan("pv-idle")
 	out, errOut, code := runAdmin("--state-dir", e.stateDir, "-o", "json", "sweep")
-	if code != 0 || strings.TrimSpace(out) != `{"released":["pv-idle"]}` {
+	var res struct{ Released []string }
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res.Released) != 1 || res.Released[0] != "pv-idle" {
 		t.Fatalf("sweep: exit %d %q %s", code, out, errOut)
 	}
 	e.assertReleased("pv-idle")

@@ -16,8 +16,9 @@ import (
 )
 
 // Add attaches the container to the node's pod network and prints the result
-// in the config's cniVersion. A failed ADD leaves no veth and no allocation.
-func Add(args *skel.CmdArgs) error {
+// in the config's cniVersion. A failed ADD leaves no veth and no allocation;
+// when undoing its work fails too, the error it returns says so.
+func Add(args *skel.CmdArgs) (err error) {
 	c, err := parseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -52,19 +53,25 @@ func Add(args *skel.CmdArgs) error {
 	att := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
 	var ip net.IP
 	err = ipam.WithLock(c.storeDir, lockTimeout, func(s *ipam.Store) error {
-		ip, err = s.Allocate(pool, att, requested)
-		return err
+		var aerr error
+		ip, aerr = s.Allocate(pool, att, requested)
+		return aerr
 	})
 	if err != nil {
 		return ipamError(err)
 	}
-	ok := false
+	// From here on every failure, including one to print the result, undoes
+	// the allocation and the veth. The allocation comes first and the veth
+	// after, so whatever a SIGKILL leaves behind has a record naming it,
+	// which is how GC and DEL find it.
+	hostVeth := datapath.HostVethName(args.ContainerID, args.IfName)
+	succeeded := false
 	defer func() {
-		if !ok {
-			_ = ipam.WithLock(c.storeDir, lockTimeout, func(s *ipam.Store) error {
-				_, err := s.Release(att)
-				return err
-			})
+		if succeeded {
+			return
+		}
+		if uerr := undoAdd(c, att, hostVeth); uerr != nil {
+			err = withUndoError(err, uerr)
 		}
 	}()
 
@@ -72,7 +79,8 @@ func Add(args *skel.CmdArgs) error {
 	host, pod, err := datapath.SetupPod(br, datapath.Pod{
 		NetNSPath: args.Netns,
 		IfName:    args.IfName,
-		HostVeth:  datapath.HostVethName(args.ContainerID, args.IfName),
+		HostVeth:  hostVeth,
+		Owner:     datapath.Owner{Network: c.conf.Name, ContainerID: args.ContainerID, IfName: args.IfName},
 		MTU:       st.MTU,
 		MAC:       c.mac,
 		Addr:      addr,
@@ -101,10 +109,32 @@ func Add(args *skel.CmdArgs) error {
 		}},
 		DNS: c.conf.DNS,
 	}
+	// A result the runtime never read is an ADD it counts as failed: undo it
+	// like any other failure rather than leave a pod wired that the runtime
+	// does not know about.
 	if err := types.PrintResult(result, c.conf.CNIVersion); err != nil {
 		return newError(types.ErrIOFailure, "print result", err)
 	}
-	ok = true
+	succeeded = true
+	return nil
+}
+
+// undoAdd removes what a failed ADD made, in DEL's order: the veth first and
+// its address after, so an undo that stops half-way never frees an address a
+// pod still carries. A veth that cannot be removed therefore keeps its
+// address; DEL or GC frees both later.
+func undoAdd(c *config, att ipam.Attachment, hostVeth string) error {
+	err := datapath.DeleteHostVeth(hostVeth, c.conf.Name)
+	if err != nil && !errors.Is(err, datapath.ErrLinkNotFound) && !errors.Is(err, datapath.ErrNotOurs) {
+		return fmt.Errorf("undo ADD of %s: remove veth %s (its address stays allocated until DEL or GC): %w", att, hostVeth, err)
+	}
+	err = ipam.WithLock(c.storeDir, lockTimeout, func(s *ipam.Store) error {
+		_, rerr := s.Release(att)
+		return rerr
+	})
+	if err != nil {
+		return fmt.Errorf("undo ADD of %s: release its address: %w", att, err)
+	}
 	return nil
 }
 

@@ -74,6 +74,8 @@ func Check(args *skel.CmdArgs) error {
 		switch {
 		case errors.Is(err, datapath.ErrNetNSNotFound):
 			return newError(types.ErrUnknownContainer, "container network namespace is gone", err)
+		case errors.Is(err, datapath.ErrNotNetNS):
+			return newError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS %q is not a network namespace", args.Netns), err)
 		case errors.Is(err, datapath.ErrLinkNotFound), errors.Is(err, datapath.ErrMismatch):
 			return newError(ErrCheckFailed, "attachment differs from prevResult", err)
 		default:

@@ -30,10 +30,12 @@ const (
 	// DefaultMTU applies when neither the config nor the node state gives
 	// one: a single node with no encapsulation.
 	DefaultMTU = 1500
-	// lockTimeout bounds the wait for the IPAM store lock; past it ADD and
-	// DEL answer "try again later" instead of hanging the runtime.
-	lockTimeout = 30 * time.Second
 )
+
+// lockTimeout bounds the wait for the IPAM store lock; past it ADD and DEL
+// answer "try again later" instead of hanging the runtime. A variable only
+// so that tests can reach that answer without waiting 30 s.
+var lockTimeout = 30 * time.Second
 
 // NetConf is drover's network configuration, as the runtime passes it on
 // stdin.

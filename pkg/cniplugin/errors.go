@@ -1,6 +1,9 @@
 package cniplugin
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 )
@@ -29,6 +32,24 @@ func newError(code uint, msg string, err error) *types.Error {
 		details = err.Error()
 	}
 	return types.NewError(code, msg, details)
+}
+
+// withUndoError adds the failure to undo a failed ADD to the error of the
+// step that failed. skel prints the first *types.Error in the chain and
+// drops whatever wraps it, so the undo failure must be inside that object,
+// in msg and details, for the runtime (and its logs) to see it; the chain
+// still wraps undoErr for callers in-process.
+func withUndoError(err, undoErr error) error {
+	var obj *types.Error
+	if !errors.As(err, &obj) {
+		obj = newError(types.ErrInternal, "ADD failed", err)
+	}
+	details := undoErr.Error()
+	if obj.Details != "" {
+		details = obj.Details + "; " + details
+	}
+	both := &types.Error{Code: obj.Code, Msg: obj.Msg + "; undoing the ADD failed too", Details: details}
+	return fmt.Errorf("%w: %w", both, undoErr)
 }
 
 // Version is the plugin's release, reported in its "about" line.

@@ -11,7 +11,12 @@ import (
 )
 
 // GC releases every allocation and removes every host veth of this network
-// whose attachment is not in cni.dev/valid-attachments.
+// whose attachment is not in cni.dev/valid-attachments. It never touches
+// another network's veths, even on the same bridge: a veth is this network's
+// when its alias names the network (ADD sets it), or when it has no alias and
+// is named after an attachment this network's store records (an ADD killed
+// between creating the veth and setting its alias; ADD allocates before it
+// creates the veth, so such a veth always has its record).
 //
 // Order matters for crash safety, as in DEL: a stale pod's veth goes first
 // and its address record after, so a GC killed in between leaves a record
@@ -23,6 +28,7 @@ func GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	network := c.conf.Name
 	valid := make(map[ipam.Attachment]bool, len(c.conf.ValidAttachments))
 	validVeth := make(map[string]bool, len(c.conf.ValidAttachments))
 	for _, a := range c.conf.ValidAttachments {
@@ -32,28 +38,41 @@ func GC(args *skel.CmdArgs) error {
 
 	var vethErr error
 	err = ipam.WithLock(c.storeDir, lockTimeout, func(s *ipam.Store) error {
-		veths, err := datapath.BridgePorts(c.bridge)
-		if err != nil {
-			vethErr = newError(ErrDatapath, "list veths of bridge "+c.bridge, err)
+		recs, lerr := s.List()
+		if lerr != nil {
+			return lerr
+		}
+		aliased, lerr := datapath.NetworkVeths(network)
+		if lerr != nil {
+			vethErr = newError(ErrDatapath, "list veths of network "+network, lerr)
 			return nil
+		}
+		stale := map[string]bool{}
+		for _, name := range aliased {
+			if !validVeth[name] {
+				stale[name] = true
+			}
+		}
+		for _, r := range recs {
+			if !valid[r.Attachment] {
+				stale[datapath.HostVethName(r.Attachment.ContainerID, r.Attachment.IfName)] = true
+			}
 		}
 		var errs []error
-		for _, name := range veths {
-			if validVeth[name] {
-				continue
-			}
-			if err := datapath.DeleteHostVeth(name); err != nil && !errors.Is(err, datapath.ErrLinkNotFound) {
-				errs = append(errs, err)
+		for name := range stale {
+			derr := datapath.DeleteHostVeth(name, network)
+			if derr != nil && !errors.Is(derr, datapath.ErrLinkNotFound) && !errors.Is(derr, datapath.ErrNotOurs) {
+				errs = append(errs, derr)
 			}
 		}
-		if err := errors.Join(errs...); err != nil {
+		if jerr := errors.Join(errs...); jerr != nil {
 			// Keep the records: an address whose veth could not be removed
 			// may still be in use.
-			vethErr = newError(ErrDatapath, fmt.Sprintf("remove %d stale veths", len(errs)), err)
+			vethErr = newError(ErrDatapath, fmt.Sprintf("remove %d stale veths", len(errs)), jerr)
 			return nil
 		}
-		_, err = s.ReleaseIf(func(r ipam.Record) bool { return !valid[r.Attachment] })
-		return err
+		_, rerr := s.ReleaseIf(func(r ipam.Record) bool { return !valid[r.Attachment] })
+		return rerr
 	})
 	if err != nil {
 		return ipamError(err)

@@ -7,14 +7,10 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // ErrMismatch says an attachment exists but differs from what was set up.
 var ErrMismatch = errors.New("attachment differs from its setup")
-
-// ErrNetNSNotFound says the pod's network namespace does not exist.
-var ErrNetNSNotFound = errors.New("pod network namespace not found")
 
 // Expect is what CHECK compares a live attachment against.
 type Expect struct {
@@ -34,9 +30,9 @@ type Expect struct {
 func CheckPod(e Expect) error {
 	// The namespace first: when it is gone the veth pair died with it, and
 	// "container gone" is the answer the runtime can act on.
-	podNS, err := netns.GetFromPath(e.NetNSPath)
+	podNS, err := OpenNetNS(e.NetNSPath)
 	if err != nil {
-		return fmt.Errorf("%s: %w", e.NetNSPath, ErrNetNSNotFound)
+		return err
 	}
 	defer podNS.Close()
 	hl, err := netlinksafe.LinkByName(e.HostVeth)

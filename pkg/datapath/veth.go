@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // HostVethPrefix starts the name of every host-side veth drover creates.
@@ -24,11 +24,62 @@ func HostVethName(containerID, ifName string) string {
 	return HostVethPrefix + hex.EncodeToString(sum[:])[:11]
 }
 
+// Owner is the attachment a host veth serves. SetupPod writes it into the
+// veth's alias (IFLA_IFALIAS), which is what tells one network's veths from
+// another's when several drover networks share a node or a bridge: the name
+// alone says only "drover".
+type Owner struct {
+	Network     string
+	ContainerID string
+	IfName      string
+}
+
+const (
+	aliasPrefix = "drover/"
+	// maxAlias is the longest alias the kernel keeps (IFALIASZ - 1).
+	maxAlias = 255
+	// maxAliasNetwork bounds the network part of an alias; a longer network
+	// name is replaced by its hash, so that part always fits whole and a
+	// network's veths are always found by it.
+	maxAliasNetwork = 128
+)
+
+// Alias is "drover/<network>/<containerID>/<ifname>". Only the attachment
+// part, there for people reading `ip link`, may be cut to fit the kernel's
+// limit.
+func (o Owner) Alias() string {
+	a := networkAlias(o.Network) + o.ContainerID + "/" + o.IfName
+	if len(a) > maxAlias {
+		a = a[:maxAlias]
+	}
+	return a
+}
+
+// networkAlias is the prefix every alias of network's veths starts with.
+func networkAlias(network string) string {
+	if len(network) > maxAliasNetwork {
+		sum := sha256.Sum256([]byte(network))
+		network = "sha256-" + hex.EncodeToString(sum[:16])
+	}
+	return aliasPrefix + network + "/"
+}
+
+// ownedBy reports whether a host veth belongs to network: its alias names
+// network, or it has none. A veth named after one of network's attachments
+// without an alias was made by an ADD killed before it set one (the kernel
+// ignores an alias given at creation, so it takes a second call), or by a
+// drover that predates aliases.
+func ownedBy(l netlink.Link, network string) bool {
+	alias := l.Attrs().Alias
+	return alias == "" || strings.HasPrefix(alias, networkAlias(network))
+}
+
 // Pod describes one pod attachment to program.
 type Pod struct {
 	NetNSPath string
 	IfName    string
 	HostVeth  string
+	Owner     Owner // written into the host veth's alias; zero: no alias
 	MTU       int
 	MAC       net.HardwareAddr // nil: kernel-chosen
 	Addr      *net.IPNet
@@ -46,11 +97,12 @@ type Link struct {
 // SetupPod creates the veth pair with its pod end already inside the pod
 // namespace and its host end on the bridge, then addresses the pod end and
 // routes the pod's default traffic through the gateway. On failure the pair
-// is removed, so nothing is left half-made.
+// is removed, so nothing is left half-made; if that removal fails too, the
+// error says so.
 func SetupPod(br *netlink.Bridge, p Pod) (host, pod Link, err error) {
-	podNS, err := netns.GetFromPath(p.NetNSPath)
+	podNS, err := OpenNetNS(p.NetNSPath)
 	if err != nil {
-		return host, pod, fmt.Errorf("open pod netns %s: %w", p.NetNSPath, err)
+		return host, pod, fmt.Errorf("open pod netns: %w", err)
 	}
 	defer podNS.Close()
 	ph, err := netlink.NewHandleAt(podNS)
@@ -75,8 +127,13 @@ func SetupPod(br *netlink.Bridge, p Pod) (host, pod Link, err error) {
 		// A host veth of this attachment survives from an ADD that was
 		// killed: it is ours by name, so replace it. If the clash is the
 		// pod-side name instead, the second attempt fails the same way.
-		if derr := DeleteHostVeth(p.HostVeth); derr == nil {
+		switch derr := DeleteHostVeth(p.HostVeth, p.Owner.Network); {
+		case derr == nil:
 			err = netlink.LinkAdd(veth)
+		case errors.Is(derr, ErrLinkNotFound):
+			// No host veth by that name: the clash is in the pod.
+		default:
+			return host, pod, fmt.Errorf("create veth: host veth %s already exists and cannot be replaced: %w", p.HostVeth, derr)
 		}
 	}
 	if err != nil {
@@ -87,14 +144,24 @@ func SetupPod(br *netlink.Bridge, p Pod) (host, pod Link, err error) {
 	}
 	ok := false
 	defer func() {
-		if !ok {
-			_ = DeleteHostVeth(p.HostVeth)
+		if ok {
+			return
+		}
+		// Removing the host end removes the pod end, and with it the
+		// address and route given to it.
+		if derr := deleteVeth(p.HostVeth); derr != nil && !errors.Is(derr, ErrLinkNotFound) {
+			err = fmt.Errorf("%w; removing the half-made veth failed too: %w", err, derr)
 		}
 	}()
 
 	hl, err := netlinksafe.LinkByName(p.HostVeth)
 	if err != nil {
 		return host, pod, fmt.Errorf("look up host veth %s: %w", p.HostVeth, err)
+	}
+	if p.Owner != (Owner{}) {
+		if err := netlink.LinkSetAlias(hl, p.Owner.Alias()); err != nil {
+			return host, pod, fmt.Errorf("set alias of %s: %w", p.HostVeth, err)
+		}
 	}
 	if p.Hairpin {
 		if err := netlink.LinkSetHairpin(hl, true); err != nil {
@@ -129,9 +196,15 @@ func SetupPod(br *netlink.Bridge, p Pod) (host, pod Link, err error) {
 	return host, pod, nil
 }
 
-// DeleteHostVeth removes a host-side veth, which also removes its pod end.
-// A link that is already gone is ErrLinkNotFound.
-func DeleteHostVeth(name string) error {
+// ErrNotOurs says a link of the name drover would use exists but belongs to
+// someone else: another drover network, or not drover at all.
+var ErrNotOurs = errors.New("link is not this network's")
+
+// DeleteHostVeth removes network's host veth name, which also removes its
+// pod end. A link that is already gone is ErrLinkNotFound; one that is not a
+// veth, or whose alias names another network, is left alone and is
+// ErrNotOurs.
+func DeleteHostVeth(name, network string) error {
 	l, err := netlinksafe.LinkByName(name)
 	if err != nil {
 		if isNotFound(err) {
@@ -140,79 +213,49 @@ func DeleteHostVeth(name string) error {
 		return fmt.Errorf("look up veth %s: %w", name, err)
 	}
 	if _, ok := l.(*netlink.Veth); !ok {
-		return fmt.Errorf("refuse to delete %s: it is a %s, not a veth", name, l.Type())
+		return fmt.Errorf("%s is a %s, not a veth: %w", name, l.Type(), ErrNotOurs)
 	}
-	if err := netlink.LinkDel(l); err != nil {
+	if !ownedBy(l, network) {
+		return fmt.Errorf("veth %s has alias %q: %w", name, l.Attrs().Alias, ErrNotOurs)
+	}
+	return delLink(l)
+}
+
+// deleteVeth removes a veth SetupPod has just made, whatever its alias.
+func deleteVeth(name string) error {
+	l, err := netlinksafe.LinkByName(name)
+	if err != nil {
 		if isNotFound(err) {
 			return fmt.Errorf("veth %s: %w", name, ErrLinkNotFound)
 		}
-		return fmt.Errorf("delete veth %s: %w", name, err)
+		return fmt.Errorf("look up veth %s: %w", name, err)
 	}
-	return nil
+	return delLink(l)
 }
 
-// DeletePodLink removes ifName from the pod namespace at nsPath. A missing
-// namespace or link is ErrLinkNotFound.
-func DeletePodLink(nsPath, ifName string) error {
-	podNS, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return fmt.Errorf("pod netns %s: %w", nsPath, ErrLinkNotFound)
-	}
-	defer podNS.Close()
-	ph, err := netlink.NewHandleAt(podNS)
-	if err != nil {
-		return fmt.Errorf("netlink handle in %s: %w", nsPath, err)
-	}
-	defer ph.Close()
-	l, err := ph.LinkByName(ifName)
-	if err != nil {
+func delLink(l netlink.Link) error {
+	if err := netlink.LinkDel(l); err != nil {
 		if isNotFound(err) {
-			return fmt.Errorf("%s in %s: %w", ifName, nsPath, ErrLinkNotFound)
+			return fmt.Errorf("veth %s: %w", l.Attrs().Name, ErrLinkNotFound)
 		}
-		return fmt.Errorf("look up %s in %s: %w", ifName, nsPath, err)
-	}
-	if err := ph.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete %s in %s: %w", ifName, nsPath, err)
+		return fmt.Errorf("delete veth %s: %w", l.Attrs().Name, err)
 	}
 	return nil
 }
 
-// HostVeths lists the names of drover's host-side veths in the caller's
-// namespace.
-func HostVeths() ([]string, error) {
+// NetworkVeths lists the host veths in the caller's namespace whose alias
+// names network, on whatever bridge, or none. Veths of network without an
+// alias are not listed: callers find them by the names of network's
+// attachments.
+func NetworkVeths(network string) ([]string, error) {
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
+	prefix := networkAlias(network)
 	var names []string
 	for _, l := range links {
-		if isHostVeth(l) {
-			names = append(names, l.Attrs().Name)
-		}
-	}
-	return names, nil
-}
-
-// BridgePorts lists drover's host veths enslaved to the named bridge, and
-// those with no master at all (left behind when a bridge was deleted). A
-// missing bridge is not an error.
-func BridgePorts(bridge string) ([]string, error) {
-	links, err := netlinksafe.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
-	brIndex := -1
-	for _, l := range links {
-		if l.Attrs().Name == bridge {
-			brIndex = l.Attrs().Index
-		}
-	}
-	var names []string
-	for _, l := range links {
-		if !isHostVeth(l) {
-			continue
-		}
-		if m := l.Attrs().MasterIndex; m == 0 || m == brIndex {
+		if isHostVeth(l) && strings.HasPrefix(l.Attrs().Alias, prefix) {
 			names = append(names, l.Attrs().Name)
 		}
 	}

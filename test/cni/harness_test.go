@@ -43,6 +43,13 @@ type node struct {
 func newNode(t *testing.T, podCIDR string) *node {
 	t.Helper()
 	testns.RequireRoot(t)
+	return newNodeIn(t, newNS(t), podCIDR)
+}
+
+// newNodeIn is newNode on an existing node namespace: another network of the
+// same node.
+func newNodeIn(t *testing.T, nodeNS ns.NetNS, podCIDR string) *node {
+	t.Helper()
 	_, cidr, err := net.ParseCIDR(podCIDR)
 	if err != nil {
 		t.Fatalf("pod CIDR %q: %v", podCIDR, err)
@@ -52,7 +59,7 @@ func newNode(t *testing.T, podCIDR string) *node {
 	gw[3]++
 	tmp := t.TempDir()
 	n := &node{
-		ns:        newNS(t),
+		ns:        nodeNS,
 		netName:   "drover-test-" + randHex(t, 6),
 		podCIDR:   cidr,
 		gateway:   gw,

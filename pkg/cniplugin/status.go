@@ -10,8 +10,9 @@ import (
 )
 
 // Status reports whether ADD can succeed now: the node state is present and
-// valid, and the pool has a free address. It answers code 50 otherwise, and
-// takes no lock, so it never waits behind ADDs.
+// valid, and the pool has a free address. It answers code 50 otherwise. It
+// only reads: no lock, so it never waits behind ADDs, and no write, so a
+// runtime polling it on a node that serves no pod yet leaves no store behind.
 func Status(args *skel.CmdArgs) error {
 	c, err := parseConfig(args.StdinData)
 	if err != nil {
@@ -21,12 +22,8 @@ func Status(args *skel.CmdArgs) error {
 	if err != nil {
 		return newError(types.ErrPluginNotAvailable, "node state not ready", err)
 	}
-	s, err := ipam.Open(c.storeDir)
-	if err != nil {
-		return newError(types.ErrPluginNotAvailable, "IPAM store unavailable", err)
-	}
-	defer s.Close()
-	free, err := s.Free(ipam.Pool{Subnet: st.PodCIDR, Gateway: st.Gateway})
+	pool := ipam.Pool{Subnet: st.PodCIDR, Gateway: st.Gateway}
+	free, err := ipam.FreeWithoutLock(c.storeDir, pool)
 	if err != nil {
 		return newError(types.ErrPluginNotAvailable, "IPAM store unreadable", err)
 	}

@@ -2,7 +2,9 @@ package ipam
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -124,13 +126,33 @@ func (s *Store) Free(p Pool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return p.free(recs), nil
+}
+
+// FreeWithoutLock counts the addresses of p not allocated in the store at
+// dir, creating, locking and changing nothing: a store that does not exist
+// yet has every address free. It is for callers that only report, such as
+// STATUS: records appear and vanish whole (link(2), unlink(2)), so an
+// unlocked read sees every record whole, though perhaps one ADD out of date.
+func FreeWithoutLock(dir string, p Pool) (int, error) {
+	recs, err := (&Store{dir: dir}).List()
+	if errors.Is(err, fs.ErrNotExist) {
+		return p.Size(), nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return p.free(recs), nil
+}
+
+func (p Pool) free(recs []Record) int {
 	n := p.Size()
 	for _, r := range recs {
 		if p.Usable(r.IP) {
 			n--
 		}
 	}
-	return n, nil
+	return n
 }
 
 func (s *Store) lastReserved() net.IP {

@@ -237,3 +237,28 @@ func TestConcurrentAllocationsAreDistinct(t *testing.T) {
 		return err
 	})
 }
+
+func TestFreeWithoutLockCreatesNothing(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "net")
+	p := pool(t, "10.1.0.0/29", "10.1.0.1")
+	free, err := FreeWithoutLock(dir, p)
+	if err != nil || free != p.Size() {
+		t.Fatalf("missing store: free = %d, %v; want %d, nil", free, err, p.Size())
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Fatalf("counting a missing store created %v", entries)
+	}
+
+	if _, err := allocate(t, dir, p, Attachment{"c1", "eth0"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadDir(dir)
+	free, err = FreeWithoutLock(dir, p)
+	if err != nil || free != p.Size()-1 {
+		t.Fatalf("one allocation: free = %d, %v; want %d, nil", free, err, p.Size()-1)
+	}
+	if after, _ := os.ReadDir(dir); len(after) != len(before) {
+		t.Fatalf("counting changed the store: %v -> %v", before, after)
+	}
+}

@@ -4,12 +4,24 @@
 package main
 
 import (
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/drover-net/drover/pkg/cniplugin"
 )
 
 func main() {
+	// skel answers VERSION without reading the caller's cniVersion, which
+	// the spec says the answer must repeat.
+	if os.Getenv("CNI_COMMAND") == "VERSION" {
+		if err := cniplugin.PrintVersion(os.Stdin, os.Stdout); err != nil {
+			_ = types.NewError(types.ErrIOFailure, "answer VERSION", err.Error()).Print()
+			os.Exit(1)
+		}
+		return
+	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    cniplugin.Add,
 		Del:    cniplugin.Del,

@@ -169,21 +169,6 @@ func TestEveryVerbForEverySpecVersion(t *testing.T) {
 	}
 }
 
-func TestVersionListsEverySupportedSpec(t *testing.T) {
-	n := newNode(t)
-	o := n.run(t, call{cmd: "VERSION", stdin: []byte(`{"cniVersion":"1.1.0"}`)}).mustSucceed(t, "VERSION")
-	var info struct {
-		CNIVersion        string   `json:"cniVersion"`
-		SupportedVersions []string `json:"supportedVersions"`
-	}
-	if err := json.Unmarshal(o.stdout, &info); err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(info.SupportedVersions, specVersions) {
-		t.Fatalf("supportedVersions = %v, want %v", info.SupportedVersions, specVersions)
-	}
-}
-
 func TestDelIsIdempotent(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

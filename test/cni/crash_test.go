@@ -19,6 +19,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/drover-net/drover/internal/cnirig"
+	"github.com/drover-net/drover/pkg/datapath"
 )
 
 const (
@@ -77,8 +78,10 @@ type killer struct {
 	pods      []*pod                     // every pod not yet DELeted
 	completed map[string]*current.Result // ADDs that finished before the kill
 	killed    int
-	// What killed ADDs left behind, which shows where the kills landed.
-	leftRecord, leftAddress int
+	// What killed ADDs left behind, which shows where the kills landed:
+	// leftBehind counts the kills that left an allocation or an interface,
+	// so landed after the ADD allocated.
+	leftRecord, leftAddress, leftBehind int
 }
 
 func (k *killer) run(recoverBy string) {
@@ -111,9 +114,14 @@ func (k *killer) run(recoverBy string) {
 	k.maxDelay = max(minKillDelay, took[len(took)/2])
 	t.Logf("ADDs of %d pods at once took %v; kill delays drawn from 0..%v", len(took), took, k.maxDelay)
 
-	for round := 0; k.killed < minKills; round++ {
+	// The rounds go on until enough kills have landed mid-flight and some
+	// of them after the ADD allocated: kills that all land before that
+	// would prove nothing about recovery. The delay bound adapts until they
+	// do, so only a machine where they never can fails here.
+	for round := 0; k.killed < minKills || k.leftBehind == 0; round++ {
 		if round >= 4*minKills/killWorkers {
-			t.Fatalf("only %d of %d ADDs killed mid-flight after %d rounds: they finish before the kill", k.killed, round*killWorkers, round)
+			t.Fatalf("after %d rounds, %d of %d ADDs killed mid-flight and %d of those after allocating: the kills do not land across the whole ADD",
+				round, k.killed, round*killWorkers, k.leftBehind)
 		}
 		batch := make([]*pod, killWorkers)
 		for i := range batch {
@@ -145,8 +153,8 @@ func (k *killer) run(recoverBy string) {
 			}
 		}
 	}
-	t.Logf("%d ADDs killed mid-flight (%d left an allocation, %d an addressed pod interface), %d finished before their kill; final delay bound %v",
-		k.killed, k.leftRecord, k.leftAddress, len(k.completed), k.maxDelay)
+	t.Logf("%d ADDs killed mid-flight (%d left an allocation or an interface: %d an allocation, %d an addressed pod interface), %d finished before their kill; final delay bound %v",
+		k.killed, k.leftBehind, k.leftRecord, k.leftAddress, len(k.completed), k.maxDelay)
 
 	all := append(append([]*pod{}, running...), k.pods...)
 	if recoverBy == "gc" {
@@ -291,15 +299,23 @@ func (k *killer) countLeftovers(batch []*pod) {
 	for _, a := range k.n.allocations(k.t) {
 		held[a.containerID] = true
 	}
+	veths := map[string]bool{}
+	for _, name := range k.n.hostVeths(k.t) {
+		veths[name] = true
+	}
 	for _, p := range batch {
 		if k.completed[p.id] != nil {
 			continue
 		}
+		addressed := len(podAddrs(k.t, p)) > 0
 		if held[p.id] {
 			k.leftRecord++
 		}
-		if len(podAddrs(k.t, p)) > 0 {
+		if addressed {
 			k.leftAddress++
+		}
+		if held[p.id] || addressed || veths[datapath.HostVethName(p.id, p.ifName)] {
+			k.leftBehind++
 		}
 	}
 }

@@ -2,8 +2,13 @@ package flexvolume_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/drover-net/drover/pkg/loopdev"
 )
 
 // TestConcurrentCalls runs 20 mounts at once on one volume and 20 on 20
@@ -72,4 +77,58 @@ func TestConcurrentCalls(t *testing.T) {
 			t.Errorf("shared pod %d still mounted", i)
 		}
 	}
+}
+
+// TestMountRacesLastUnmount starts, round after round, the mount of a new
+// pod at the same moment as the unmount of the volume's only other pod, so
+// the last user's release (global unmount, loop device freed) races the new
+// mount (which reuses or remakes them). Whichever wins the volume's lock,
+// no mount may be lost, no loop device left over or doubled, and every file
+// written so far must be there.
+func TestMountRacesLastUnmount(t *testing.T) {
+	const rounds = 60
+	e := newEnv(t, nil)
+	opts := kubeletOptions("pv-race", false, "", "", map[string]string{"size": "32Mi"})
+	img := filepath.Join(e.stateDir, "volumes", "pv-race.img")
+	prev := e.podDir("race-0", "v")
+	e.mustSucceed("mount", prev, opts)
+	writeFileSync(t, filepath.Join(prev, "round-0"), []byte("0"))
+	for i := 1; i <= rounds; i++ {
+		next := e.podDir(fmt.Sprintf("race-%d", i), "v")
+		var wg sync.WaitGroup
+		var um, m result
+		wg.Add(2)
+		go func() { defer wg.Done(); um = e.run("unmount", prev) }()
+		go func() { defer wg.Done(); m = e.run("mount", next, opts) }()
+		wg.Wait()
+		if um.Status != "Success" || m.Status != "Success" {
+			t.Fatalf("round %d: unmount %s (%s), mount %s (%s)", i, um.Status, um.Message, m.Status, m.Message)
+		}
+		if _, ok := mountAt(t, prev); ok {
+			t.Fatalf("round %d: the unmounted pod dir is still mounted", i)
+		}
+		pm, ok := mountAt(t, next)
+		if !ok {
+			t.Fatalf("round %d: the new pod dir is not mounted", i)
+		}
+		dev, err := loopdev.ByDevNumber(pm.Major, pm.Minor)
+		if err != nil {
+			t.Fatalf("round %d: the new pod dir holds %s, not a loop device", i, pm.FSType)
+		}
+		if b, err := loopdev.BackingFile(dev); err != nil || b != img {
+			t.Fatalf("round %d: the new pod dir is on %s backed by %q (%v), want the volume's image", i, dev, b, err)
+		}
+		if loops := e.loopsOf("pv-race"); len(loops) != 1 {
+			t.Fatalf("round %d: loop devices %v, want exactly one", i, loops)
+		}
+		for j := 0; j < i; j++ {
+			if b, err := os.ReadFile(filepath.Join(next, fmt.Sprintf("round-%d", j))); err != nil || string(b) != strconv.Itoa(j) {
+				t.Fatalf("round %d: file of round %d: %q %v", i, j, b, err)
+			}
+		}
+		writeFileSync(t, filepath.Join(next, fmt.Sprintf("round-%d", i)), []byte(strconv.Itoa(i)))
+		prev = next
+	}
+	e.mustSucceed("unmount", prev)
+	e.assertReleased("pv-race")
 }

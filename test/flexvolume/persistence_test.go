@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPersistence: data written in one pod is read back in another after
@@ -51,4 +53,40 @@ func TestPersistence(t *testing.T) {
 			e.assertReleased("pv-keep")
 		})
 	}
+}
+
+// TestFSGroupSetOnlyAtFirstFormat: the fsGroup of the pod that made the
+// filesystem owns its root; later mounts with other fsGroups, while that
+// pod still runs and after the volume was released, leave the ownership
+// and mode alone (kubelet applies their fsGroup itself, per pod policy).
+func TestFSGroupSetOnlyAtFirstFormat(t *testing.T) {
+	e := newEnv(t, nil)
+	size := map[string]string{"size": "32Mi"}
+	podA, podB, podC := e.podDir("pod-a", "v"), e.podDir("pod-b", "v"), e.podDir("pod-c", "v")
+	owner := func(dir string) (uint32, uint32, uint32) {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Uid, st.Gid, st.Mode & 0o7777
+	}
+	e.mustSucceed("mount", podA, kubeletOptions("pv-group", false, "", "2000", size))
+	uid, gid, mode := owner(podA)
+	if gid != 2000 || mode&unix.S_ISGID == 0 {
+		t.Fatalf("first format: root %d:%d mode %o, want group 2000 with setgid", uid, gid, mode)
+	}
+	e.mustSucceed("mount", podB, kubeletOptions("pv-group", false, "", "3000", nil))
+	if u, g, m := owner(podB); u != uid || g != gid || m != mode {
+		t.Errorf("second pod with fsGroup 3000: root %d:%d %o, want %d:%d %o unchanged", u, g, m, uid, gid, mode)
+	}
+	e.mustSucceed("unmount", podA)
+	e.mustSucceed("unmount", podB)
+	e.assertReleased("pv-group")
+	e.mustSucceed("mount", podC, kubeletOptions("pv-group", false, "", "4000", nil))
+	if u, g, m := owner(podC); u != uid || g != gid || m != mode {
+		t.Errorf("mount after release with fsGroup 4000: root %d:%d %o, want %d:%d %o unchanged", u, g, m, uid, gid, mode)
+	}
+	e.mustSucceed("unmount", podC)
+	e.assertReleased("pv-group")
 }

@@ -40,8 +40,8 @@ func (s *Store) Sweep(ctx context.Context) ([]string, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		if _, _, _, users, err := s.users(mounts, name); err == nil && len(users) > 0 {
-			continue // in use: not worth a lock
+		if inUse(mounts, s.GlobalPath(name)) {
+			continue // the common case, decided without a lock or sysfs
 		}
 		ok, err := s.releaseOrphan(name)
 		if err != nil {
@@ -70,13 +70,30 @@ func (s *Store) releaseOrphan(name string) (bool, error) {
 	if _, ok := mountinfo.At(mounts, s.GlobalPath(name)); !ok {
 		return false, nil // released by someone else in the meantime
 	}
-	if _, _, _, users, err := s.users(mounts, name); err == nil && len(users) > 0 {
+	if inUse(mounts, s.GlobalPath(name)) {
 		return false, nil // a mount finished in the meantime
 	}
+	// releaseIfUnused checks the users once more, by the image's loop
+	// device, as every release does.
 	if err := s.releaseIfUnused(name); err != nil {
 		return false, err
 	}
 	return true, nil
+}
+
+// inUse says whether the filesystem mounted at global is mounted anywhere
+// else too: a pod's bind mount, or a propagated copy of one.
+func inUse(mounts []mountinfo.Mount, global string) bool {
+	gm, ok := mountinfo.At(mounts, global)
+	if !ok {
+		return false
+	}
+	for _, m := range mountinfo.OfDevice(mounts, gm.Major, gm.Minor) {
+		if m.MountPoint != global {
+			return true
+		}
+	}
+	return false
 }
 
 // globallyMounted lists the volumes with a mount at their global path.

@@ -56,6 +56,10 @@ func TestOrphanedGlobalMountIsReleased(t *testing.T) {
 		if _, ok := mountAt(t, other); !ok {
 			t.Errorf("the sweeping mount did not mount its own volume")
 		}
+		lines := e.logLines()
+		if d, _ := lines[len(lines)-1]["detail"].(string); !strings.Contains(d, "released=pv-orphan-a") {
+			t.Errorf("the sweeping call's log line does not say what it released: %q", d)
+		}
 	})
 	t.Run("another volume's unmount releases it", func(t *testing.T) {
 		e.makeOrphan("pv-orphan-b")

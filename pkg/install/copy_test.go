@@ -182,3 +182,13 @@ func TestCopyFileLargeBinary(t *testing.T) {
 		t.Fatalf("dst differs from src (%d vs %d bytes, %v)", len(got), len(content), err)
 	}
 }
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -14,14 +14,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/drover-net/drover/pkg/plugindir"
 )
 
 // Names of the installed executables, as the CNI and Flexvolume contracts
 // find them.
 const (
-	CNIPlugin       = "drover"       // <cni-bin-dir>/drover, CNI type "drover"
-	FlexDriverDir   = "drover~local" // vendor~driver directory of drover/local
-	FlexDriver      = "local"        // the executable inside it
+	CNIPlugin       = "drover"            // <cni-bin-dir>/drover, CNI type "drover"
+	FlexDriverDir   = plugindir.DriverDir // vendor~driver directory of drover/local
+	FlexDriver      = "local"             // the executable inside it
 	DefaultCNIBin   = "/opt/cni/bin"
 	DefaultStateDir = "/var/lib/drover" // the volume driver's data: never removed
 )
@@ -45,7 +47,7 @@ type File struct {
 
 // Result is what Install did.
 type Result struct {
-	PluginDir Detection
+	PluginDir plugindir.Detection
 	Files     []File
 }
 
@@ -66,11 +68,11 @@ func (o Options) withDefaults() Options {
 func (o Options) onHost(path string) string { return filepath.Join(o.HostRoot, path) }
 
 // pluginDir is the flag's directory, else the detected one.
-func (o Options) pluginDir() (Detection, error) {
+func (o Options) pluginDir() (plugindir.Detection, error) {
 	if o.PluginDir != "" {
-		return Detection{Dir: filepath.Clean(o.PluginDir), Source: "set by flag"}, nil
+		return plugindir.Detection{Dir: filepath.Clean(o.PluginDir), Source: "set by flag"}, nil
 	}
-	return Detector{ProcRoot: o.ProcRoot, HostRoot: o.HostRoot}.PluginDir()
+	return plugindir.Detector{ProcRoot: o.ProcRoot, HostRoot: o.HostRoot}.PluginDir()
 }
 
 // Install copies the CNI plugin and the Flexvolume driver onto the host.

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/drover-net/drover/pkg/flexvol"
-	"github.com/drover-net/drover/pkg/install"
+	"github.com/drover-net/drover/pkg/plugindir"
 )
 
 // pluginDirs lists the kubelet volume plugin directories to search for the
@@ -18,10 +18,10 @@ import (
 // that would drift. A variable so tests search their own directories.
 var pluginDirs = func() []string {
 	var dirs []string
-	if d, err := (install.Detector{}).PluginDir(); err == nil {
+	if d, err := (plugindir.Detector{}).PluginDir(); err == nil {
 		dirs = append(dirs, d.Dir)
 	}
-	for _, k := range install.KnownPluginDirs {
+	for _, k := range plugindir.KnownPluginDirs {
 		dirs = append(dirs, k.Path)
 	}
 	return dirs
@@ -64,9 +64,9 @@ func chooseStateDir(f flags, getenv func(string) string) (choice, error) {
 	case getenv(flexvol.EnvConfig) != "":
 		return load(getenv(flexvol.EnvConfig), "$"+flexvol.EnvConfig+" "+getenv(flexvol.EnvConfig))
 	case f.pluginDir != "":
-		driverDir := filepath.Join(f.pluginDir, install.FlexDriverDir)
+		driverDir := filepath.Join(f.pluginDir, plugindir.DriverDir)
 		if st, err := os.Stat(driverDir); err != nil || !st.IsDir() {
-			return choice{}, fmt.Errorf("--plugin-dir %s: no %s driver directory there", f.pluginDir, install.FlexDriverDir)
+			return choice{}, fmt.Errorf("--plugin-dir %s: no %s driver directory there", f.pluginDir, plugindir.DriverDir)
 		}
 		file := filepath.Join(driverDir, flexvol.ConfigFileName)
 		if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
@@ -77,7 +77,7 @@ func chooseStateDir(f flags, getenv func(string) string) (choice, error) {
 	var found []choice
 	searched := dedupe(pluginDirs())
 	for _, dir := range searched {
-		file := filepath.Join(dir, install.FlexDriverDir, flexvol.ConfigFileName)
+		file := filepath.Join(dir, plugindir.DriverDir, flexvol.ConfigFileName)
 		if st, err := os.Stat(file); err != nil || !st.Mode().IsRegular() {
 			continue
 		}
@@ -99,7 +99,7 @@ func chooseStateDir(f flags, getenv func(string) string) (choice, error) {
 	if len(found) > 0 {
 		return found[0], nil
 	}
-	return load("", fmt.Sprintf("the driver's default: no %s/%s in %s", install.FlexDriverDir, flexvol.ConfigFileName, strings.Join(searched, ", ")))
+	return load("", fmt.Sprintf("the driver's default: no %s/%s in %s", plugindir.DriverDir, flexvol.ConfigFileName, strings.Join(searched, ", ")))
 }
 
 func dedupe(dirs []string) []string {

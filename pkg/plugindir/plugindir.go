@@ -1,4 +1,10 @@
-package install
+// Package plugindir finds the directory the node's kubelet runs Flexvolume
+// drivers from: the running kubelet's --volume-plugin-dir, its config file
+// and drop-ins, else the paths distributions are known to use. It only
+// reads (procfs and files); the installer copies, the admin command reads
+// the driver's config from what it finds. It has no dependencies beyond the
+// standard library and a YAML decoder, so small binaries can use it.
+package plugindir
 
 import (
 	"errors"
@@ -8,6 +14,11 @@ import (
 	"path/filepath"
 	"strconv"
 )
+
+// DriverDir is drover/local's directory inside the plugin dir: kubelet
+// names a driver vendor~driver and runs the executable named after the
+// driver in it (<plugin dir>/drover~local/local).
+const DriverDir = "drover~local"
 
 // DefaultPluginDir is kubelet's own default --volume-plugin-dir.
 const DefaultPluginDir = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec"

@@ -19,7 +19,7 @@ fi
 # throughput figures.
 need=()
 for pkg_cmd in iproute2:ip iptables:iptables ipset:ipset iputils-ping:ping \
-	e2fsprogs:mkfs.ext4 xfsprogs:mkfs.xfs util-linux:losetup util-linux:blkid iperf3:iperf3 \
+	e2fsprogs:mkfs.ext4 xfsprogs:mkfs.xfs mount:losetup util-linux:blkid iperf3:iperf3 \
 	socat:socat procps:pgrep psmisc:fuser kmod:modprobe; do
 	pkg=${pkg_cmd%%:*} cmd=${pkg_cmd##*:}
 	command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")

@@ -164,7 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.underlay, err = FindUnderlay(a.cfg.UnderlayIface, a.ulIP); err != nil {
 		return err
 	}
-	a.log.Info("underlay", "iface", a.underlay.Link.Attrs().Name, "ip", a.underlay.IP, "vtep_mac", a.mac)
+	a.log.Info("underlay", "iface", a.underlay.Link.Attrs().Name, "ip", a.underlay.IP.String(), "vtep_mac", a.mac.String())
 
 	// The watch starts before the pod CIDR is known, so the view is there
 	// (or on its way) when the first reconcile runs.
@@ -179,7 +179,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.podCIDR = podCIDR
 	a.waiting.Store(false)
-	a.log.Info("pod CIDR", "cidr", a.podCIDR, "adopted_from_previous_run", adopted)
+	a.log.Info("pod CIDR", "cidr", a.podCIDR.String(), "adopted_from_previous_run", adopted)
 	if adopted {
 		go a.confirmPodCIDR(ctx)
 	}
@@ -229,7 +229,7 @@ func (a *Agent) underlayHint(ctx context.Context, cache *peerCache) net.IP {
 		return ip
 	}
 	if cache != nil && cache.UnderlayIP != nil {
-		a.log.Warn("node InternalIP unknown; using the previous run's underlay address", "ip", cache.UnderlayIP, "err", err)
+		a.log.Warn("node InternalIP unknown; using the previous run's underlay address", "ip", cache.UnderlayIP.String(), "err", err)
 		return cache.UnderlayIP
 	}
 	a.log.Warn("node InternalIP unknown; using the default route's interface", "err", err)

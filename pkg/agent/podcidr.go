@@ -33,7 +33,7 @@ func (a *Agent) waitPodCIDR(ctx context.Context) (*net.IPNet, bool, error) {
 		a.m.DatastoreErrors.Inc()
 		if !errors.Is(err, datastore.ErrNoPodCIDR) && !errors.Is(err, datastore.ErrNoFreeSubnet) {
 			if prev := a.previousPodCIDR(); prev != nil {
-				a.log.Warn("datastore unreachable; adopting the pod CIDR of this node's previous run", "cidr", prev, "err", err)
+				a.log.Warn("datastore unreachable; adopting the pod CIDR of this node's previous run", "cidr", prev.String(), "err", err)
 				return prev, true, nil
 			}
 		}
@@ -72,7 +72,7 @@ func (a *Agent) confirmPodCIDR(ctx context.Context) {
 		}
 		switch {
 		case err == nil && cidr.String() == a.podCIDR.String():
-			a.log.Info("datastore confirms the adopted pod CIDR", "cidr", cidr)
+			a.log.Info("datastore confirms the adopted pod CIDR", "cidr", cidr.String())
 			return
 		case err == nil:
 			a.fatal <- fmt.Errorf("the datastore says node %s has pod CIDR %s, not %s adopted from the previous run: restarting to take it", a.cfg.NodeName, cidr, a.podCIDR)

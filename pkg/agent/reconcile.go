@@ -32,7 +32,7 @@ func (a *Agent) reconcile(ctx context.Context) {
 	if ul, err := FindUnderlay(a.cfg.UnderlayIface, a.ulIP); err != nil {
 		errs = append(errs, fmt.Errorf("underlay: %w", err))
 	} else if !ul.IP.Equal(a.underlay.IP) || ul.Link.Attrs().Index != a.underlay.Link.Attrs().Index {
-		a.log.Info("underlay changed", "iface", ul.Link.Attrs().Name, "ip", ul.IP, "was", a.underlay.IP)
+		a.log.Info("underlay changed", "iface", ul.Link.Attrs().Name, "ip", ul.IP.String(), "was", a.underlay.IP.String())
 		a.underlay = ul
 		a.cacheGen = 0 // the cache records the underlay address too
 	} else {
@@ -139,7 +139,7 @@ func (a *Agent) publish(ctx context.Context) error {
 	if have != nil {
 		what = fmt.Sprintf("had pod CIDR %v, VTEP MAC %v, underlay %v", have.PodCIDR, have.VTEPMAC, have.UnderlayIP)
 	}
-	a.log.Info("published VTEP", "pod_cidr", want.PodCIDR, "vtep_mac", want.VTEPMAC, "underlay_ip", want.UnderlayIP, "datastore_record", what)
+	a.log.Info("published VTEP", "pod_cidr", want.PodCIDR.String(), "vtep_mac", want.VTEPMAC.String(), "underlay_ip", want.UnderlayIP.String(), "datastore_record", what)
 	return nil
 }
 

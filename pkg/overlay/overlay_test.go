@@ -227,3 +227,87 @@ func TestDirectRoutingSkipsEncapsulationOnTheSameSubnet(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// kernelEntries is what node r holds for its peers: drover routes
+// ("dst via gw"), neighbours ("ip mac") and FDB entries ("mac dst") of the
+// VXLAN device.
+func kernelEntries(t *testing.T, r *rig) (routes, neighs, fdb []string) {
+	t.Helper()
+	err := r.node.NS.Do(func(ns.NetNS) error {
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: overlay.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return err
+		}
+		for _, rt := range rs {
+			routes = append(routes, rt.Dst.String()+" via "+rt.Gw.String())
+		}
+		dev, err := netlink.LinkByName(vxlan.DefaultName)
+		if err != nil {
+			return err
+		}
+		ns4, err := netlink.NeighList(dev.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, n := range ns4 {
+			neighs = append(neighs, n.IP.String()+" "+n.HardwareAddr.String())
+		}
+		br, err := netlink.NeighList(dev.Attrs().Index, unix.AF_BRIDGE)
+		if err != nil {
+			return err
+		}
+		for _, n := range br {
+			if n.IP != nil {
+				fdb = append(fdb, n.HardwareAddr.String()+" "+n.IP.String())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return routes, neighs, fdb
+}
+
+func TestAChangedPeerIsReplacedAndLeavesNothingStale(t *testing.T) {
+	rigs := newRigs(t, 2, false)
+	syncAll(t, rigs)
+	r := rigs[0]
+	base := rigs[1].peer()
+	_, movedCIDR, _ := net.ParseCIDR("10.244.42.0/24")
+	newMAC, _ := net.ParseMAC("0a:42:42:42:42:42")
+	for _, tc := range []struct {
+		name   string
+		change func(p *overlay.Peer)
+	}{
+		{"a new underlay address", func(p *overlay.Peer) { p.UnderlayIP = net.IPv4(198, 51, 100, 77).To4() }},
+		{"a new VTEP MAC", func(p *overlay.Peer) { p.VTEPMAC = newMAC }},
+		{"a new pod CIDR", func(p *overlay.Peer) { p.PodCIDR = movedCIDR }},
+		{"all three at once", func(p *overlay.Peer) {
+			p.UnderlayIP, p.VTEPMAC, p.PodCIDR = net.IPv4(198, 51, 100, 78).To4(), newMAC, movedCIDR
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// From the original peer each time, so every case is one change.
+			syncOne(t, r, []overlay.Peer{base})
+			p := base
+			tc.change(&p)
+			syncOne(t, r, []overlay.Peer{p})
+			routes, neighs, fdb := kernelEntries(t, r)
+			vtep := overlay.VTEPAddr(p.PodCIDR).String()
+			wantRoutes := []string{p.PodCIDR.String() + " via " + vtep}
+			wantNeighs := []string{vtep + " " + p.VTEPMAC.String()}
+			wantFDB := []string{p.VTEPMAC.String() + " " + p.UnderlayIP.String()}
+			if fmt.Sprint(routes) != fmt.Sprint(wantRoutes) || fmt.Sprint(neighs) != fmt.Sprint(wantNeighs) || fmt.Sprint(fdb) != fmt.Sprint(wantFDB) {
+				t.Fatalf("kernel holds\n routes %v\n neighbours %v\n FDB %v\nwant exactly\n routes %v\n neighbours %v\n FDB %v",
+					routes, neighs, fdb, wantRoutes, wantNeighs, wantFDB)
+			}
+			if ch := syncOne(t, r, []overlay.Peer{p}); ch.Total() != 0 {
+				t.Fatalf("a second sync of the changed peer wrote %+v", ch)
+			}
+		})
+	}
+	// Back to the real peer: the pods talk again.
+	syncOne(t, r, []overlay.Peer{base})
+	pingAll(t, rigs)
+}

@@ -71,8 +71,12 @@ type cluster struct {
 	dsArgs []string // datastore flags for every droverd
 	nodes  map[string]*node
 	extra  []string
-	env    *kubeenv.Env // nil: the local datastore
-	seq    int          // nodes made so far, for their pod CIDRs
+	env    *kubeenv.Env      // nil: the local datastore
+	cp     *testcluster.Node // the API server's host, with env
+	seq    int               // nodes made so far, for their pod CIDRs
+	// allocate: Nodes get no pod CIDR and droverd claims its own
+	// (--allocate-node-cidrs); Kubernetes only.
+	allocate bool
 }
 
 type node struct {
@@ -80,6 +84,14 @@ type node struct {
 	dir string
 	cmd *exec.Cmd
 	log *os.File
+	// args and env are this node's own droverd flags and environment, on
+	// top of the cluster's; set before its first start.
+	args, env []string
+	// noUnderlayFlag leaves --underlay-iface out, so droverd finds the
+	// underlay itself (in Kubernetes: by the Node's InternalIP).
+	noUnderlayFlag bool
+	exited         chan struct{} // closed when the current droverd exited
+	waitErr        error
 }
 
 // newCluster makes the underlay; datastore flags default to a local
@@ -93,39 +105,62 @@ func newCluster(t *testing.T, extra ...string) *cluster {
 
 func (c *cluster) dsDir() string { return strings.TrimPrefix(c.dsArgs[1], "local:") }
 
+// add creates a node namespace on the underlay without starting droverd,
+// so a test can shape it (flags, environment, links) first.
+func (c *cluster) add(name string) *node {
+	c.t.Helper()
+	if n := c.nodes[name]; n != nil {
+		return n
+	}
+	n := &node{Node: c.u.AddNode(c.t, name), dir: c.t.TempDir()}
+	c.nodes[name] = n
+	c.seq++
+	if c.env != nil {
+		// The controller manager's part: a Node with its pod CIDR (none
+		// when the agents allocate), and the kubelet's: its InternalIP.
+		cidr := fmt.Sprintf("10.244.%d.0/24", c.seq)
+		if c.allocate {
+			cidr = ""
+		}
+		createNode(c.t, c.env, name, cidr, n.IP.String())
+	}
+	c.t.Cleanup(func() { c.stop(name, syscall.SIGKILL) })
+	return n
+}
+
 // start creates the node on first use and starts its droverd.
 func (c *cluster) start(name string) *node {
 	c.t.Helper()
-	n := c.nodes[name]
-	if n == nil {
-		n = &node{Node: c.u.AddNode(c.t, name), dir: c.t.TempDir()}
-		c.nodes[name] = n
-		c.seq++
-		if c.env != nil {
-			// The controller manager's part: a Node with its pod CIDR.
-			createNode(c.t, c.env, name, fmt.Sprintf("10.244.%d.0/24", c.seq))
-		}
-		c.t.Cleanup(func() { c.stop(name, syscall.SIGKILL) })
-	}
+	n := c.add(name)
 	var err error
 	n.log, err = os.OpenFile(filepath.Join(n.dir, "droverd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	args := append([]string{
-		"--node-name", name, "--cluster-cidr", "10.244.0.0/16", "--underlay-iface", "eth0",
+		"--node-name", name, "--cluster-cidr", "10.244.0.0/16",
 		"--state-file", filepath.Join(n.dir, "node.json"), "--ipam-dir", filepath.Join(n.dir, "ipam"),
 		"--cni-conf-dir", filepath.Join(n.dir, "net.d"), "--resync", "2s",
 	}, c.dsArgs...)
-	args = append(args, c.extra...)
+	if !n.noUnderlayFlag {
+		args = append(args, "--underlay-iface", "eth0")
+	}
+	if c.allocate {
+		args = append(args, "--allocate-node-cidrs")
+	}
+	args = append(append(args, c.extra...), n.args...)
 	err = n.NS.Do(func(ns.NetNS) error {
 		n.cmd = exec.Command(droverdBin, args...)
+		n.cmd.Env = append(os.Environ(), n.env...)
 		n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 		return n.cmd.Start()
 	})
 	if err != nil {
 		c.t.Fatalf("start droverd on %s: %v", name, err)
 	}
+	exited, cmd := make(chan struct{}), n.cmd
+	n.exited = exited
+	go func() { n.waitErr = cmd.Wait(); close(exited) }()
 	return n
 }
 
@@ -136,7 +171,7 @@ func (c *cluster) stop(name string, sig syscall.Signal) {
 		return
 	}
 	_ = n.cmd.Process.Signal(sig)
-	_ = n.cmd.Wait()
+	<-n.exited
 	n.cmd = nil
 	_ = n.log.Close()
 	if c.t.Failed() {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"github.com/drover-net/drover/internal/testcluster"
 	"github.com/drover-net/drover/internal/testns"
 	"github.com/drover-net/drover/pkg/overlay"
+	"github.com/drover-net/drover/pkg/vxlan"
 )
 
 // threeByTwo starts three nodes and two pods on each.
@@ -254,56 +257,191 @@ func TestHandTamperingIsRepaired(t *testing.T) { datastores(t, testHandTampering
 
 func testHandTamperingIsRepaired(t *testing.T, c *cluster) {
 	pods := threeByTwo(t, c)
-	n1 := c.nodes["node-1"]
+	n1, n2 := c.nodes["node-1"], c.nodes["node-2"]
+	// Every case tampers with node-1's entries for node-2 and checks that
+	// exactly those come back and that node-2's pods answer again.
 	peerCIDR := &net.IPNet{IP: pods[2].ip.Mask(net.CIDRMask(24, 32)), Mask: net.CIDRMask(24, 32)}
-	for _, tc := range []struct {
-		name   string
-		tamper func() error
-	}{
-		{"a deleted route", func() error {
-			return netlink.RouteDel(&netlink.Route{Dst: peerCIDR, Protocol: overlay.RouteProtocol})
-		}},
-		{"a deleted FDB entry", func() error {
-			dev, err := netlink.LinkByName("drover.vxlan")
+	peerVTEP := overlay.VTEPAddr(peerCIDR)
+	peerMAC := vxlan.MACForNode("node-2")
+	vxDev := func() (netlink.Link, error) { return netlink.LinkByName(vxlan.DefaultName) }
+	// fdbFor is node-1's FDB destination for node-2's VTEP MAC, or "".
+	fdbFor := func() (string, error) {
+		var dst string
+		err := n1.NS.Do(func(ns.NetNS) error {
+			dev, err := vxDev()
 			if err != nil {
 				return err
 			}
 			fdb, err := netlink.NeighList(dev.Attrs().Index, unix.AF_BRIDGE)
-			if err != nil || len(fdb) == 0 {
-				return fmt.Errorf("no FDB entries: %v", err)
+			for _, e := range fdb {
+				if e.HardwareAddr.String() == peerMAC.String() && e.IP != nil {
+					dst = e.IP.String()
+				}
 			}
-			fdb[0].Family, fdb[0].Flags = unix.AF_BRIDGE, netlink.NTF_SELF
-			return netlink.NeighDel(&fdb[0])
+			return err
+		})
+		return dst, err
+	}
+	neighFor := func() (string, error) {
+		var mac string
+		err := n1.NS.Do(func(ns.NetNS) error {
+			dev, err := vxDev()
+			if err != nil {
+				return err
+			}
+			neighs, err := netlink.NeighList(dev.Attrs().Index, netlink.FAMILY_V4)
+			for _, e := range neighs {
+				if e.IP.Equal(peerVTEP) && e.State == netlink.NUD_PERMANENT {
+					mac = e.HardwareAddr.String()
+				}
+			}
+			return err
+		})
+		return mac, err
+	}
+	forwardJump := func() bool {
+		out, _ := testcluster.Exec(n1.NS, "iptables", "-w", "-S", "FORWARD")
+		return strings.Contains(out, "-j DROVER-FORWARD")
+	}
+	masqRule := func() bool {
+		out, _ := testcluster.Exec(n1.NS, "iptables", "-w", "-t", "nat", "-S", "DROVER-POSTROUTING")
+		return strings.Contains(out, "MASQUERADE")
+	}
+	vxMTU := func() int {
+		mtu := 0
+		_ = n1.NS.Do(func(ns.NetNS) error {
+			dev, err := vxDev()
+			if err == nil {
+				mtu = dev.Attrs().MTU
+			}
+			return err
+		})
+		return mtu
+	}
+	for _, tc := range []struct {
+		name   string
+		tamper func() error
+		back   func() error // the exact entry is back
+	}{
+		{"a deleted route", func() error {
+			return netlink.RouteDel(&netlink.Route{Dst: peerCIDR, Protocol: overlay.RouteProtocol})
+		}, func() error {
+			if !slices.Contains(droverRoutes(t, n1), peerCIDR.String()) {
+				return fmt.Errorf("route to %s not back", peerCIDR)
+			}
+			return nil
+		}},
+		{"node-2's deleted FDB entry", func() error {
+			dev, err := vxDev()
+			if err != nil {
+				return err
+			}
+			return netlink.NeighDel(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+				HardwareAddr: peerMAC, IP: n2.IP})
+		}, func() error {
+			if dst, err := fdbFor(); err != nil || dst != n2.IP.String() {
+				return fmt.Errorf("FDB %s -> %q (%v), want %s", peerMAC, dst, err, n2.IP)
+			}
+			return nil
+		}},
+		{"node-2's deleted neighbour", func() error {
+			dev, err := vxDev()
+			if err != nil {
+				return err
+			}
+			return netlink.NeighDel(&netlink.Neigh{LinkIndex: dev.Attrs().Index, Family: netlink.FAMILY_V4, IP: peerVTEP})
+		}, func() error {
+			if mac, err := neighFor(); err != nil || mac != peerMAC.String() {
+				return fmt.Errorf("neighbour %s -> %q (%v), want %s", peerVTEP, mac, err, peerMAC)
+			}
+			return nil
+		}},
+		{"a changed VXLAN MTU", func() error {
+			dev, err := vxDev()
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetMTU(dev, 1300)
+		}, func() error {
+			if mtu := vxMTU(); mtu != 1450 {
+				return fmt.Errorf("VXLAN MTU %d, want 1450", mtu)
+			}
+			return nil
 		}},
 		{"a deleted VXLAN device", func() error {
-			dev, err := netlink.LinkByName("drover.vxlan")
+			dev, err := vxDev()
 			if err != nil {
 				return err
 			}
 			return netlink.LinkDel(dev)
+		}, func() error {
+			if dst, err := fdbFor(); err != nil || dst != n2.IP.String() {
+				return fmt.Errorf("FDB %s -> %q (%v) after the device came back", peerMAC, dst, err)
+			}
+			return nil
 		}},
 		{"a deleted masquerade rule", func() error {
 			return exec.Command("iptables", "-w", "-t", "nat", "-F", "DROVER-POSTROUTING").Run()
+		}, func() error {
+			if !masqRule() {
+				return fmt.Errorf("masquerade rule not back")
+			}
+			return nil
+		}},
+		{"a deleted FORWARD jump", func() error {
+			return exec.Command("iptables", "-w", "-D", "FORWARD", "-m", "comment", "--comment", "drover: accept pod traffic", "-j", "DROVER-FORWARD").Run()
+		}, func() error {
+			if !forwardJump() {
+				return fmt.Errorf("FORWARD jump to DROVER-FORWARD not back")
+			}
+			return nil
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			writesBefore := metricValue(t, n1, "drover_reconcile_writes_total")
 			if err := n1.NS.Do(func(ns.NetNS) error { return tc.tamper() }); err != nil {
 				t.Fatalf("tamper: %v", err)
 			}
 			start := time.Now()
 			eventually(t, 10*time.Second, func() error {
-				if err := testcluster.Ping(pods[0].ns, pods[2].ip, 1); err != nil {
+				if err := tc.back(); err != nil {
 					return err
 				}
-				out, _ := testcluster.Exec(n1.NS, "iptables", "-w", "-t", "nat", "-S", "DROVER-POSTROUTING")
-				if !strings.Contains(out, "MASQUERADE") {
-					return fmt.Errorf("masquerade rule not back")
+				if !masqRule() || !forwardJump() {
+					return fmt.Errorf("iptables rules not in place")
+				}
+				return testcluster.Ping(pods[0].ns, pods[2].ip, 1)
+			})
+			// Every repair, the VXLAN device's included, is a counted write.
+			eventually(t, 5*time.Second, func() error {
+				if after := metricValue(t, n1, "drover_reconcile_writes_total"); after <= writesBefore {
+					return fmt.Errorf("drover_reconcile_writes_total stayed %v across the repair", after)
 				}
 				return nil
 			})
 			t.Logf("repaired in %s", time.Since(start).Round(time.Millisecond))
 		})
 	}
+}
+
+// metricValue reads one unlabelled metric from a node's droverd.
+func metricValue(t *testing.T, n *node, name string) float64 {
+	t.Helper()
+	_, body, err := httpGet(n.NS, "http://127.0.0.1:9436/metrics")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", n.Name, err)
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s exports no %s", n.Name, name)
+	return 0
 }
 
 func TestPodTrafficLeavesTheClusterWithTheNodeAddress(t *testing.T) {

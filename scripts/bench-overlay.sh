@@ -8,15 +8,20 @@
 #              VNI, port, MTU, bridge, veth and one route/neighbour/FDB entry,
 #              and flannel's masquerade rules (so conntrack runs, as on any
 #              Kubernetes node)
-# All four are set up first, then measured in interleaved rounds
-# (BENCH_ROUNDS, default 3); the tables give each path's median, so load
+#   hand-dr    flannel's host-gw built by hand: the same bridge, veth and pod
+#              MTU as drover-dr, one route per peer via its underlay address,
+#              the same masquerade rules; the reference for drover-dr, since
+#              it pays the same two veth and bridge hops per side that the
+#              underlay figure does not
+# All five are set up first, then measured in interleaved rounds
+# (BENCH_ROUNDS, default 7); the tables give each path's median, so load
 # from elsewhere on the machine hits every path alike.
 # Everything lives in namespaces this script makes and removes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 SECS=${BENCH_SECS:-5}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-7}
 
 id=$$
 work=$(mktemp -d)
@@ -27,7 +32,7 @@ cleanup() {
 	set +e
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
-	for n in n1 n2 n3 n4 n5 n6 p1 p2 p3 p4 p5 p6; do ip netns del "$(N $n)" 2>/dev/null; done
+	for n in n1 n2 n3 n4 n5 n6 n7 n8 p1 p2 p3 p4 p5 p6 p7 p8; do ip netns del "$(N $n)" 2>/dev/null; done
 	ip netns del "$ul" 2>/dev/null
 	rm -rf "$work"
 }
@@ -36,7 +41,7 @@ trap cleanup EXIT
 ip netns add "$ul"
 ip -n "$ul" link add ul0 type bridge
 ip -n "$ul" link set ul0 up
-for i in 1 2 3 4 5 6; do
+for i in 1 2 3 4 5 6 7 8; do
 	ns=$(N n$i)
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
@@ -131,14 +136,38 @@ done
 ip netns exec "$(N p3)" ping -c1 -W2 10.99.4.2 >/dev/null
 PATHS[hand]="$(N p3) $(N p4) 10.99.4.2"
 
+drmtu=$(ip -n "$(N p5)" -o link show eth0 | sed -E 's/.* mtu ([0-9]+).*/\1/')
+echo "== hand-built flannel-style host-gw (pod mtu $drmtu, as drover-dr's)"
+for i in 7 8; do
+	n=$(N n$i) p=$(N p$i) o=$((15 - i))
+	ip -n "$n" link add hbr0 mtu "$drmtu" type bridge
+	ip -n "$n" addr add "10.98.$i.1/24" dev hbr0
+	ip -n "$n" link set hbr0 up
+	ip netns add "$p"
+	ip -n "$n" link add hveth mtu "$drmtu" type veth peer name eth0 mtu "$drmtu" netns "$p"
+	ip -n "$n" link set hveth master hbr0 up
+	ip -n "$p" addr add "10.98.$i.2/24" dev eth0
+	ip -n "$p" link set eth0 up
+	ip -n "$p" link set lo up
+	ip -n "$p" route add default via "10.98.$i.1"
+	ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
+	ip -n "$n" route add "10.98.$o.0/24" via "198.51.100.1$o" dev eth0
+	ip netns exec "$n" iptables -w -t nat -A POSTROUTING -s 10.98.0.0/16 -d 10.98.0.0/16 -j RETURN
+	ip netns exec "$n" iptables -w -t nat -A POSTROUTING -s 10.98.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully
+	ip netns exec "$n" iptables -w -A FORWARD -s 10.98.0.0/16 -j ACCEPT
+	ip netns exec "$n" iptables -w -A FORWARD -d 10.98.0.0/16 -j ACCEPT
+done
+ip netns exec "$(N p7)" ping -c1 -W2 10.98.8.2 >/dev/null
+PATHS[hand-dr]="$(N p7) $(N p8) 10.98.8.2"
+
 for r in $(seq "$ROUNDS"); do
 	echo "== round $r of $ROUNDS"
-	for k in underlay hand drover drover-dr; do measure "$k"; done
+	for k in underlay hand drover hand-dr drover-dr; do measure "$k"; done
 done
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 verdict() { python3 -c "print('met' if $1 >= $2 else '**missed**')"; }
-for k in underlay hand drover drover-dr; do
+for k in underlay hand drover hand-dr drover-dr; do
 	for st in 1 4; do M[$k,$st]=$(median "${R[$k,$st]}"); done
 done
 r1=$(ratio "${M[drover,1]}" "${M[hand,1]}") r4=$(ratio "${M[drover,4]}" "${M[hand,4]}")
@@ -146,12 +175,14 @@ d1=$(ratio "${M[drover-dr,1]}" "${M[underlay,1]}") d4=$(ratio "${M[drover-dr,4]}
 {
 echo "| path | 1 stream Gbit/s | 4 streams Gbit/s | samples (1 / 4 streams) |"
 echo "|---|---|---|---|"
-for k in underlay hand drover drover-dr; do echo "| $k | ${M[$k,1]} | ${M[$k,4]} |${R[$k,1]} /${R[$k,4]} |"; done
+for k in underlay hand drover hand-dr drover-dr; do echo "| $k | ${M[$k,1]} | ${M[$k,4]} |${R[$k,1]} /${R[$k,4]} |"; done
 echo
 echo "| ratio of medians | 1 stream | 4 streams | target | |"
 echo "|---|---|---|---|---|"
 echo "| drover / hand-built VXLAN | $r1 | $r4 | >= 0.95 | $(verdict "$r1" 0.95), $(verdict "$r4" 0.95) |"
 echo "| drover direct routing / underlay | $d1 | $d4 | >= 0.90 | $(verdict "$d1" 0.90), $(verdict "$d4" 0.90) |"
+echo "| drover direct routing / hand-built host-gw | $(ratio "${M[drover-dr,1]}" "${M[hand-dr,1]}") | $(ratio "${M[drover-dr,4]}" "${M[hand-dr,4]}") | | |"
+echo "| hand-built host-gw / underlay: what the pod's own hops cost | $(ratio "${M[hand-dr,1]}" "${M[underlay,1]}") | $(ratio "${M[hand-dr,4]}" "${M[underlay,4]}") | | |"
 } | tee "$work/table.md"
 
 {
@@ -164,7 +195,9 @@ echo "| drover direct routing / underlay | $d1 | $d4 | >= 0.90 | $(verdict "$d1"
 	echo "ceiling); **hand** a flannel-style kernel VXLAN built with ip(8) with the"
 	echo "same VNI, port, MTU, bridge and veth, one route, neighbour and FDB entry,"
 	echo "and flannel's masquerade rules; **drover** two droverd nodes (VXLAN);"
-	echo "**drover-dr** two droverd nodes with \`--direct-routing\`. All four are set"
+	echo "**drover-dr** two droverd nodes with \`--direct-routing\`; **hand-dr**"
+	echo "flannel's host-gw built by hand, with drover-dr's bridge, veth and pod"
+	echo "MTU, one route per peer and the same masquerade rules. All five are set"
 	echo "up first and measured in interleaved rounds; tables give medians. Every"
 	echo "path crosses the same kernel on the same 2 cores, so the ratios are the"
 	echo "figure; absolute rates depend on the machine's load."

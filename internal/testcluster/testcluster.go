@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -132,4 +133,21 @@ func Ping(n ns.NetNS, ip net.IP, count int) error {
 		return fmt.Errorf("ping %s: %v\n%s", ip, err, out)
 	}
 	return nil
+}
+
+// Eventually calls cond every interval until it returns nil, and fails the
+// test with cond's last error once within has passed.
+func Eventually(t testing.TB, within, interval time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", within, err)
+		}
+		time.Sleep(interval)
+	}
 }

@@ -109,6 +109,23 @@ func (c *cluster) waitNodeReady(t *testing.T, n *node, within time.Duration) {
 	})
 }
 
+// waitNotReadyForCNI waits until kubelet has registered node n and reports
+// it NotReady for want of a CNI config.
+func (c *cluster) waitNotReadyForCNI(t *testing.T, n *node) {
+	t.Helper()
+	eventually(t, 90*time.Second, func() error {
+		requireAlive(t, n.kubelet, n.Name)
+		st, msg, err := c.nodeReady(n.Name)
+		if err != nil {
+			return err
+		}
+		if st != corev1.ConditionFalse || !strings.Contains(msg, "cni") {
+			return fmt.Errorf("node %s Ready=%s %q, want False for the missing CNI config", n.Name, st, msg)
+		}
+		return nil
+	})
+}
+
 // pod creates a pod of the echo image bound to node n (no scheduler runs).
 func (c *cluster) pod(t *testing.T, name string, n *node, volumes ...corev1.Volume) *corev1.Pod {
 	t.Helper()
@@ -231,17 +248,5 @@ func get(n *node, podIP, path string, q url.Values) (string, error) {
 
 func eventually(t *testing.T, within time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", within, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	testcluster.Eventually(t, within, 250*time.Millisecond, cond)
 }
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

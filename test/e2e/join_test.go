@@ -5,7 +5,6 @@ package e2e_test
 import (
 	"net"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,17 +19,7 @@ func TestNodeJoinsAndRunsPods(t *testing.T) {
 	c := newCluster(t)
 	n := c.addNode(t)
 
-	eventually(t, 90*time.Second, func() error {
-		requireAlive(t, n.kubelet, n.Name)
-		st, msg, err := c.nodeReady(n.Name)
-		if err != nil {
-			return err
-		}
-		if st != corev1.ConditionFalse || !strings.Contains(msg, "cni") {
-			return errorf("node %s Ready=%s %q, want False for the missing CNI config", n.Name, st, msg)
-		}
-		return nil
-	})
+	c.waitNotReadyForCNI(t, n)
 	if _, err := os.Stat(n.conflist()); err == nil {
 		t.Fatalf("conflist %s exists before droverd ran", n.conflist())
 	}

@@ -31,17 +31,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		c.addNode(t)
 	}
 	for _, n := range c.nodes {
-		eventually(t, 90*time.Second, func() error {
-			requireAlive(t, n.kubelet, n.Name)
-			st, msg, err := c.nodeReady(n.Name)
-			if err != nil {
-				return err
-			}
-			if st != corev1.ConditionFalse || !strings.Contains(msg, "cni") {
-				return fmt.Errorf("node %s Ready=%s %q, want False for the missing CNI config", n.Name, st, msg)
-			}
-			return nil
-		})
+		c.waitNotReadyForCNI(t, n)
 	}
 	for _, n := range c.nodes {
 		n.startDroverd(t)

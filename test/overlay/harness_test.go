@@ -239,17 +239,7 @@ func (c *cluster) addPod(n *node) *pod {
 
 func eventually(t *testing.T, within time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", within, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testcluster.Eventually(t, within, 100*time.Millisecond, cond)
 }
 
 // serveEcho listens on ip:port inside ns and echoes every connection. The

@@ -105,6 +105,30 @@ mtu=$(ip -n "$(N n1)" -o link show drover.vxlan | sed -E 's/.* mtu ([0-9]+).*/\1
 PATHS[drover]="$(N p1) $(N p2) $p2ip"
 PATHS[drover-dr]="$(N p5) $(N p6) $p6ip"
 
+# hand_pod node pod mtu net: what both hand-built paths share, as flannel
+# sets a node up: bridge hbr0 holding <net>.1/24, one pod <net>.2 on a veth,
+# forwarding on, and flannel's own rules (--ip-masq) for its /16:
+# masquerade leaving the cluster, accept forwarded pod traffic.
+hand_pod() {
+	local n=$1 p=$2 mtu=$3 net=$4
+	local cluster=${net%.*}.0.0/16
+	ip -n "$n" link add hbr0 mtu "$mtu" type bridge
+	ip -n "$n" addr add "$net.1/24" dev hbr0
+	ip -n "$n" link set hbr0 up
+	ip netns add "$p"
+	ip -n "$n" link add hveth mtu "$mtu" type veth peer name eth0 mtu "$mtu" netns "$p"
+	ip -n "$n" link set hveth master hbr0 up
+	ip -n "$p" addr add "$net.2/24" dev eth0
+	ip -n "$p" link set eth0 up
+	ip -n "$p" link set lo up
+	ip -n "$p" route add default via "$net.1"
+	ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
+	ip netns exec "$n" iptables -w -t nat -A POSTROUTING -s "$cluster" -d "$cluster" -j RETURN
+	ip netns exec "$n" iptables -w -t nat -A POSTROUTING -s "$cluster" ! -d 224.0.0.0/4 -j MASQUERADE --random-fully
+	ip netns exec "$n" iptables -w -A FORWARD -s "$cluster" -j ACCEPT
+	ip netns exec "$n" iptables -w -A FORWARD -d "$cluster" -j ACCEPT
+}
+
 echo "== hand-built flannel-style VXLAN (mtu $mtu)"
 for i in 3 4; do
 	n=$(N n$i) p=$(N p$i) o=$((7 - i))
@@ -112,26 +136,10 @@ for i in 3 4; do
 	ip -n "$n" link add hv0 address "$mac" mtu "$mtu" type vxlan id 1 dstport 4789 local "198.51.100.1$i" dev eth0 nolearning
 	ip -n "$n" addr add "10.99.$i.0/32" dev hv0
 	ip -n "$n" link set hv0 up
-	ip -n "$n" link add hbr0 mtu "$mtu" type bridge
-	ip -n "$n" addr add "10.99.$i.1/24" dev hbr0
-	ip -n "$n" link set hbr0 up
-	ip netns add "$p"
-	ip -n "$n" link add hveth mtu "$mtu" type veth peer name eth0 mtu "$mtu" netns "$p"
-	ip -n "$n" link set hveth master hbr0 up
-	ip -n "$p" addr add "10.99.$i.2/24" dev eth0
-	ip -n "$p" link set eth0 up
-	ip -n "$p" link set lo up
-	ip -n "$p" route add default via "10.99.$i.1"
-	ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
+	hand_pod "$n" "$p" "$mtu" "10.99.$i"
 	ip -n "$n" route add "10.99.$o.0/24" via "10.99.$o.0" dev hv0 onlink
 	ip -n "$n" neigh add "10.99.$o.0" lladdr "$omac" dev hv0 nud permanent
 	bridge -n "$n" fdb add "$omac" dev hv0 dst "198.51.100.1$o" self permanent
-	# flannel's own rules (--ip-masq): masquerade leaving the cluster,
-	# accept forwarded pod traffic.
-	ip netns exec "$n" iptables -w -t nat -A POSTROUTING -s 10.99.0.0/16 -d 10.99.0.0/16 -j RETURN
-	ip netns exec "$n" iptables -w -t nat -A POSTROUTING -s 10.99.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully
-	ip netns exec "$n" iptables -w -A FORWARD -s 10.99.0.0/16 -j ACCEPT
-	ip netns exec "$n" iptables -w -A FORWARD -d 10.99.0.0/16 -j ACCEPT
 done
 ip netns exec "$(N p3)" ping -c1 -W2 10.99.4.2 >/dev/null
 PATHS[hand]="$(N p3) $(N p4) 10.99.4.2"
@@ -140,22 +148,8 @@ drmtu=$(ip -n "$(N p5)" -o link show eth0 | sed -E 's/.* mtu ([0-9]+).*/\1/')
 echo "== hand-built flannel-style host-gw (pod mtu $drmtu, as drover-dr's)"
 for i in 7 8; do
 	n=$(N n$i) p=$(N p$i) o=$((15 - i))
-	ip -n "$n" link add hbr0 mtu "$drmtu" type bridge
-	ip -n "$n" addr add "10.98.$i.1/24" dev hbr0
-	ip -n "$n" link set hbr0 up
-	ip netns add "$p"
-	ip -n "$n" link add hveth mtu "$drmtu" type veth peer name eth0 mtu "$drmtu" netns "$p"
-	ip -n "$n" link set hveth master hbr0 up
-	ip -n "$p" addr add "10.98.$i.2/24" dev eth0
-	ip -n "$p" link set eth0 up
-	ip -n "$p" link set lo up
-	ip -n "$p" route add default via "10.98.$i.1"
-	ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
+	hand_pod "$n" "$p" "$drmtu" "10.98.$i"
 	ip -n "$n" route add "10.98.$o.0/24" via "198.51.100.1$o" dev eth0
-	ip netns exec "$n" iptables -w -t nat -A POSTROUTING -s 10.98.0.0/16 -d 10.98.0.0/16 -j RETURN
-	ip netns exec "$n" iptables -w -t nat -A POSTROUTING -s 10.98.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully
-	ip netns exec "$n" iptables -w -A FORWARD -s 10.98.0.0/16 -j ACCEPT
-	ip netns exec "$n" iptables -w -A FORWARD -d 10.98.0.0/16 -j ACCEPT
 done
 ip netns exec "$(N p7)" ping -c1 -W2 10.98.8.2 >/dev/null
 PATHS[hand-dr]="$(N p7) $(N p8) 10.98.8.2"

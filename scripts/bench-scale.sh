@@ -12,13 +12,16 @@ trap 'rm -rf "$tmp"' EXIT
 go test -run '^$' -bench . -benchtime 1x -timeout 30m ./test/scalebench/ | tee "$tmp/out" | grep -E '^\||Benchmark|ok|FAIL'
 grep -q '^ok' "$tmp/out" || exit 1
 
-# "| 1000 peers | programmed (...) 0.26 s after start | peak RSS 37.6 MB |"
-t1k=$(grep '^| 1000 peers ' "$tmp/out" | sed -E 's/.* ([0-9.]+) s after start.*/\1/')
-r1k=$(grep '^| 1000 peers ' "$tmp/out" | sed -E 's/.*peak RSS ([0-9.]+) MB.*/\1/')
-t5k=$(grep '^| 5000 peers ' "$tmp/out" | sed -E 's/.* ([0-9.]+) s after start.*/\1/')
-r5k=$(grep '^| 5000 peers ' "$tmp/out" | sed -E 's/.*peak RSS ([0-9.]+) MB.*/\1/')
-p50=$(grep '^| 50 joins ' "$tmp/out" | sed -E 's/.*p50 ([0-9.]+) s.*/\1/')
-p99=$(grep '^| 50 joins ' "$tmp/out" | sed -E 's/.*p99 ([0-9.]+) s.*/\1/')
+# field ROW PATTERN: the number PATTERN captures in the benchmark's row
+# "| ROW | ...", e.g. "| 1000 peers | programmed (...) 0.26 s after start |
+# peak RSS 37.6 MB |".
+field() { grep "^| $1 " "$tmp/out" | sed -E "s/.*$2.*/\1/"; }
+t1k=$(field "1000 peers" ' ([0-9.]+) s after start')
+r1k=$(field "1000 peers" 'peak RSS ([0-9.]+) MB')
+t5k=$(field "5000 peers" ' ([0-9.]+) s after start')
+r5k=$(field "5000 peers" 'peak RSS ([0-9.]+) MB')
+p50=$(field "50 joins" 'p50 ([0-9.]+) s')
+p99=$(field "50 joins" 'p99 ([0-9.]+) s')
 verdict() { python3 -c "print('met' if $1 <= $2 else '**missed**')"; }
 {
 	echo "## droverd at scale"

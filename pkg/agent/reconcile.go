@@ -31,11 +31,11 @@ func (a *Agent) reconcile(ctx context.Context) {
 	// published annotations without a restart.
 	if ul, err := FindUnderlay(a.cfg.UnderlayIface, a.ulIP); err != nil {
 		errs = append(errs, fmt.Errorf("underlay: %w", err))
-	} else if !ul.IP.Equal(a.underlay.IP) || ul.Link.Attrs().Index != a.underlay.Link.Attrs().Index {
-		a.log.Info("underlay changed", "iface", ul.Link.Attrs().Name, "ip", ul.IP.String(), "was", a.underlay.IP.String())
-		a.underlay = ul
-		a.cacheGen = 0 // the cache records the underlay address too
 	} else {
+		if !ul.IP.Equal(a.underlay.IP) || ul.Link.Attrs().Index != a.underlay.Link.Attrs().Index {
+			a.log.Info("underlay changed", "iface", ul.Link.Attrs().Name, "ip", ul.IP.String(), "was", a.underlay.IP.String())
+			a.cacheGen = 0 // the cache records the underlay address too
+		}
 		a.underlay = ul
 	}
 
@@ -225,12 +225,9 @@ func (a *Agent) updateIPAMMetrics() {
 	}
 	pool := ipam.Pool{Subnet: a.podCIDR, Gateway: nodestate.FirstAddress(a.podCIDR)}
 	a.m.IPAMCapacity.Set(float64(pool.Size()))
-	s, err := ipam.Open(filepath.Join(dir, cniconf.NetworkName))
-	if err != nil {
-		return
-	}
-	defer s.Close()
-	if free, err := s.Free(pool); err == nil {
+	// A metric only reads, as STATUS does: no lock, and no store created
+	// on a node that has not served a pod yet.
+	if free, err := ipam.FreeWithoutLock(filepath.Join(dir, cniconf.NetworkName), pool); err == nil {
 		a.m.IPAMAllocated.Set(float64(pool.Size() - free))
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netns"
 
 	"github.com/drover-net/drover/pkg/datapath"
@@ -142,15 +141,13 @@ func undoAdd(c *config, att ipam.Attachment, hostVeth string) error {
 // skel only checks the latter after ADD has run, which would program the
 // node's own namespace as if it were a pod.
 func checkNetNS(path string) error {
-	if err := ns.IsNSorErr(path); err != nil {
-		var notNS ns.NSPathNotNSErr
-		if errors.As(err, &notNS) {
-			return newError(types.ErrUnknownContainer, fmt.Sprintf("%q is not a network namespace", path), err)
-		}
+	target, err := datapath.OpenNetNS(path)
+	switch {
+	case errors.Is(err, datapath.ErrNotNetNS):
+		return newError(types.ErrUnknownContainer, fmt.Sprintf("%q is not a network namespace", path), err)
+	case errors.Is(err, datapath.ErrNetNSNotFound):
 		return newError(types.ErrUnknownContainer, fmt.Sprintf("network namespace %q does not exist", path), err)
-	}
-	target, err := netns.GetFromPath(path)
-	if err != nil {
+	case err != nil:
 		return newError(types.ErrUnknownContainer, fmt.Sprintf("open network namespace %q", path), err)
 	}
 	defer target.Close()

@@ -30,24 +30,11 @@ func (l *lock) unlock() {
 // one at the path: delete removes lock files, and a waiter holding the
 // removed inode must not think it owns the volume.
 func (s *Store) lockVolume(ctx context.Context, name string) (*lock, error) {
-	path := s.lockPath(name)
 	wait := time.Millisecond
 	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("open lock of %s: %w", name, err)
-		}
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			if sameFile(f, path) {
-				return &lock{f: f}, nil
-			}
-			f.Close()
-			continue
-		}
-		f.Close()
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			return nil, fmt.Errorf("lock volume %s: %w", name, err)
+		l, err := s.tryLockVolume(name)
+		if err != nil || l != nil {
+			return l, err
 		}
 		select {
 		case <-ctx.Done():

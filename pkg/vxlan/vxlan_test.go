@@ -24,7 +24,10 @@ func TestMACForNodeIsStableUnicastAndLocal(t *testing.T) {
 	}
 }
 
-func TestEnsure(t *testing.T) {
+// inNode runs f inside a fresh node namespace on an underlay, with the
+// node's eth0 and a VXLAN config on it.
+func inNode(t *testing.T, f func(eth0 netlink.Link, cfg vxlan.Config) error) {
+	t.Helper()
 	u := testcluster.NewUnderlay(t)
 	node := u.AddNode(t, "n1")
 	err := node.NS.Do(func(ns.NetNS) error {
@@ -32,10 +35,18 @@ func TestEnsure(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		cfg := vxlan.Config{
+		return f(eth0, vxlan.Config{
 			Name: vxlan.DefaultName, VNI: 7, Port: 8472, LocalIP: node.IP, Underlay: eth0.Attrs().Index,
 			MAC: vxlan.MACForNode("n1"), Addr: &net.IPNet{IP: net.IPv4(10, 244, 1, 0).To4(), Mask: net.CIDRMask(32, 32)},
-		}
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEnsure(t *testing.T) {
+	inNode(t, func(eth0 netlink.Link, cfg vxlan.Config) error {
 		vx, err := vxlan.Ensure(cfg)
 		if err != nil {
 			return err
@@ -83,23 +94,10 @@ func TestEnsure(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestReconcileCountsItsWrites(t *testing.T) {
-	u := testcluster.NewUnderlay(t)
-	node := u.AddNode(t, "n1")
-	err := node.NS.Do(func(ns.NetNS) error {
-		eth0, err := netlink.LinkByName("eth0")
-		if err != nil {
-			return err
-		}
-		cfg := vxlan.Config{
-			Name: vxlan.DefaultName, VNI: 7, Port: 8472, LocalIP: node.IP, Underlay: eth0.Attrs().Index,
-			MAC: vxlan.MACForNode("n1"), Addr: &net.IPNet{IP: net.IPv4(10, 244, 1, 0).To4(), Mask: net.CIDRMask(32, 32)},
-		}
+	inNode(t, func(eth0 netlink.Link, cfg vxlan.Config) error {
 		for _, step := range []struct {
 			name   string
 			tamper func(*netlink.Vxlan) error
@@ -133,7 +131,4 @@ func TestReconcileCountsItsWrites(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

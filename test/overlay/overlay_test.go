@@ -168,11 +168,18 @@ func testADeletedNodeVanishesAndAJoiningNodeIsReachable(t *testing.T, c *cluster
 	n4 := c.start("node-4")
 	c.waitReady(n4, 15*time.Second)
 	p4 := c.addPod(n4)
-	eventually(t, 10*time.Second, func() error { return testcluster.Ping(pods[0].ns, p4.ip, 1) })
-	t.Logf("a pod on the joining node answered %s after its droverd started", time.Since(joined).Round(time.Millisecond))
-	if err := testcluster.Ping(p4.ns, pods[2].ip, 1); err != nil {
-		t.Fatal(err)
+	// Each remaining node learns of node-4 on its own watch or poll, so a
+	// reply from node-2 can only come once node-2 has its route back: wait
+	// for both directions to every remaining node, not for the first answer.
+	for _, p := range []*pod{pods[0], pods[2]} {
+		eventually(t, 10*time.Second, func() error {
+			if err := testcluster.Ping(p.ns, p4.ip, 1); err != nil {
+				return err
+			}
+			return testcluster.Ping(p4.ns, p.ip, 1)
+		})
 	}
+	t.Logf("pods on both remaining nodes and the joining node answered each other %s after its droverd started", time.Since(joined).Round(time.Millisecond))
 }
 
 func TestRestartUnderTrafficLosesNothing(t *testing.T) {

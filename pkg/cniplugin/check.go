@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -84,22 +85,16 @@ func Check(args *skel.CmdArgs) error {
 	}
 
 	att := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
-	var recs []ipam.Record
+	var held []net.IP
 	err = ipam.WithLock(c.storeDir, lockTimeout, func(s *ipam.Store) error {
-		recs, err = s.List()
+		held, err = s.Held(att)
 		return err
 	})
 	if err != nil {
 		return ipamError(err)
 	}
 	for _, ip := range ips {
-		held := false
-		for _, r := range recs {
-			if r.IP.Equal(ip) && r.Attachment == att {
-				held = true
-			}
-		}
-		if !held {
+		if !slices.ContainsFunc(held, ip.Equal) {
 			return newError(ErrCheckFailed, fmt.Sprintf("address %s is not allocated to %s", ip, att), nil)
 		}
 	}

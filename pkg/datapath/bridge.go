@@ -17,6 +17,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // ErrLinkNotFound says a link is already gone; DEL and GC treat it as done.
@@ -32,26 +33,42 @@ type BridgeConfig struct {
 // EnsureBridge creates the bridge if it is missing, gives it the gateway
 // address and brings it up. It is safe to call from many processes at once.
 func EnsureBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
-	br, err := bridgeByName(cfg.Name)
+	h, err := hostHandle()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	br, err := bridgeByName(h, cfg.Name)
 	if errors.Is(err, ErrLinkNotFound) {
-		br, err = createBridge(cfg)
+		br, err = createBridge(h, cfg)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureAddr(br, cfg.Gateway); err != nil {
+	if err := ensureAddr(h, br, cfg.Gateway); err != nil {
 		return nil, err
 	}
 	if br.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(br); err != nil {
+		if err := h.LinkSetUp(br); err != nil {
 			return nil, fmt.Errorf("set bridge %s up: %w", cfg.Name, err)
 		}
 	}
 	return br, nil
 }
 
-func bridgeByName(name string) (*netlink.Bridge, error) {
-	l, err := netlinksafe.LinkByName(name)
+// hostHandle is one netlink socket in the caller's namespace for the calls
+// of one operation: the package-level netlink functions open and close a
+// socket per request, which is a good part of a plugin exec's own cost.
+func hostHandle() (netlinksafe.Handle, error) {
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return h, fmt.Errorf("open netlink socket: %w", err)
+	}
+	return h, nil
+}
+
+func bridgeByName(h netlinksafe.Handle, name string) (*netlink.Bridge, error) {
+	l, err := h.LinkByName(name)
 	if err != nil {
 		if isNotFound(err) {
 			return nil, fmt.Errorf("bridge %s: %w", name, ErrLinkNotFound)
@@ -65,7 +82,7 @@ func bridgeByName(name string) (*netlink.Bridge, error) {
 	return br, nil
 }
 
-func createBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
+func createBridge(h netlinksafe.Handle, cfg BridgeConfig) (*netlink.Bridge, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = cfg.Name
 	attrs.MTU = cfg.MTU
@@ -74,12 +91,12 @@ func createBridge(cfg BridgeConfig) (*netlink.Bridge, error) {
 	// pods come and go and every pod's ARP entry for it would go stale.
 	attrs.HardwareAddr = gatewayMAC(cfg.Gateway.IP)
 	br := &netlink.Bridge{LinkAttrs: attrs}
-	err := netlink.LinkAdd(br)
+	err := h.LinkAdd(br)
 	if err != nil && !errors.Is(err, syscall.EEXIST) {
 		return nil, fmt.Errorf("create bridge %s: %w", cfg.Name, err)
 	}
 	// EEXIST: a concurrent ADD created it first; use theirs.
-	return bridgeByName(cfg.Name)
+	return bridgeByName(h, cfg.Name)
 }
 
 // gatewayMAC is 0a:58 followed by the IPv4 address: locally administered,
@@ -89,17 +106,11 @@ func gatewayMAC(ip net.IP) net.HardwareAddr {
 	return net.HardwareAddr{0x0a, 0x58, ip4[0], ip4[1], ip4[2], ip4[3]}
 }
 
-func ensureAddr(l netlink.Link, addr *net.IPNet) error {
-	addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
-	}
-	for _, a := range addrs {
-		if a.IPNet.IP.Equal(addr.IP) && a.IPNet.Mask.String() == addr.Mask.String() {
-			return nil
-		}
-	}
-	err = netlink.AddrAdd(l, &netlink.Addr{IPNet: addr})
+// ensureAddr adds addr to l unless l has it: the kernel answers EEXIST for
+// the same address and prefix length, which is one request instead of a
+// dump of the link's addresses and then maybe one.
+func ensureAddr(h netlinksafe.Handle, l netlink.Link, addr *net.IPNet) error {
+	err := h.AddrAdd(l, &netlink.Addr{IPNet: addr})
 	if err != nil && !errors.Is(err, syscall.EEXIST) {
 		return fmt.Errorf("add %s to %s: %w", addr, l.Attrs().Name, err)
 	}

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // ErrMismatch says an attachment exists but differs from what was set up.
@@ -35,14 +35,19 @@ func CheckPod(e Expect) error {
 		return err
 	}
 	defer podNS.Close()
-	hl, err := netlinksafe.LinkByName(e.HostVeth)
+	h, err := hostHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	hl, err := h.LinkByName(e.HostVeth)
 	if err != nil {
 		if isNotFound(err) {
 			return fmt.Errorf("host veth %s: %w", e.HostVeth, ErrLinkNotFound)
 		}
 		return fmt.Errorf("look up host veth %s: %w", e.HostVeth, err)
 	}
-	br, err := bridgeByName(e.Bridge)
+	br, err := bridgeByName(h, e.Bridge)
 	if err != nil {
 		return err
 	}
@@ -53,7 +58,7 @@ func CheckPod(e Expect) error {
 		return fmt.Errorf("host veth %s is down: %w", e.HostVeth, ErrMismatch)
 	}
 
-	ph, err := netlink.NewHandleAt(podNS)
+	ph, err := netlink.NewHandleAt(podNS, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink handle in %s: %w", e.NetNSPath, err)
 	}

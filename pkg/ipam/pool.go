@@ -60,13 +60,17 @@ func (p Pool) Size() int {
 // Otherwise allocation goes round-robin from the last address handed out, so
 // a just-released address is not reused at once.
 func (s *Store) Allocate(p Pool, a Attachment, requested net.IP) (net.IP, error) {
-	recs, err := s.List()
+	l, err := s.scan()
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range recs {
-		if r.Attachment == a && p.Usable(r.IP) && (requested == nil || r.IP.Equal(requested)) {
-			return r.IP, nil
+	held, err := s.heldBy(l, a)
+	if err != nil {
+		return nil, err
+	}
+	for _, ip := range held {
+		if p.Usable(ip) && (requested == nil || ip.Equal(requested)) {
+			return ip, nil
 		}
 	}
 	if requested != nil {
@@ -84,9 +88,9 @@ func (s *Store) Allocate(p Pool, a Attachment, requested net.IP) (net.IP, error)
 		return requested.To4(), nil
 	}
 
-	held := make(map[uint32]bool, len(recs))
-	for _, r := range recs {
-		held[ipToU32(r.IP)] = true
+	taken := make(map[uint32]bool, len(l.ips))
+	for _, ip := range l.ips {
+		taken[ipToU32(ip)] = true
 	}
 	first, last := p.bounds()
 	start := first
@@ -98,7 +102,7 @@ func (s *Store) Allocate(p Pool, a Attachment, requested net.IP) (net.IP, error)
 	gw := ipToU32(p.Gateway.To4())
 	v := start
 	for {
-		if v != gw && !held[v] {
+		if v != gw && !taken[v] {
 			ip := u32ToIP(v)
 			ok, err := s.reserve(ip, a)
 			if err != nil {
@@ -122,11 +126,11 @@ func (s *Store) Allocate(p Pool, a Attachment, requested net.IP) (net.IP, error)
 
 // Free counts the addresses of p that are not allocated.
 func (s *Store) Free(p Pool) (int, error) {
-	recs, err := s.List()
+	l, err := s.scan()
 	if err != nil {
 		return 0, err
 	}
-	return p.free(recs), nil
+	return p.free(l.ips), nil
 }
 
 // FreeWithoutLock counts the addresses of p not allocated in the store at
@@ -135,20 +139,20 @@ func (s *Store) Free(p Pool) (int, error) {
 // STATUS: records appear and vanish whole (link(2), unlink(2)), so an
 // unlocked read sees every record whole, though perhaps one ADD out of date.
 func FreeWithoutLock(dir string, p Pool) (int, error) {
-	recs, err := (&Store{dir: dir}).List()
+	l, err := (&Store{dir: dir}).scan()
 	if errors.Is(err, fs.ErrNotExist) {
 		return p.Size(), nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	return p.free(recs), nil
+	return p.free(l.ips), nil
 }
 
-func (p Pool) free(recs []Record) int {
+func (p Pool) free(allocated []net.IP) int {
 	n := p.Size()
-	for _, r := range recs {
-		if p.Usable(r.IP) {
+	for _, ip := range allocated {
+		if p.Usable(ip) {
 			n--
 		}
 	}
@@ -164,19 +168,17 @@ func (s *Store) lastReserved() net.IP {
 }
 
 // setLastReserved is best effort: losing it only restarts round-robin at the
-// start of the pool.
+// start of the pool. It overwrites the file in place with one write of a
+// fixed width, the longest an address takes, so no shorter value leaves a
+// tail and no temporary file is made per allocation.
 func (s *Store) setLastReserved(ip net.IP) {
-	path := filepath.Join(s.dir, lastReservedFile)
-	tmp, err := os.CreateTemp(s.dir, tmpPrefix+"*")
+	f, err := os.OpenFile(filepath.Join(s.dir, lastReservedFile), os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return
 	}
-	_, werr := tmp.WriteString(ip.String() + "\n")
-	if cerr := tmp.Close(); werr != nil || cerr != nil {
-		_ = os.Remove(tmp.Name())
-		return
+	line := fmt.Sprintf("%-15s\n", ip)
+	if _, err := f.WriteAt([]byte(line), 0); err == nil {
+		_ = f.Truncate(int64(len(line))) // a no-op but for a longer file made by hand
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		_ = os.Remove(tmp.Name())
-	}
+	_ = f.Close()
 }

@@ -8,21 +8,32 @@
 //	lock            flock(2) target: serialises every process using the store
 //	last_reserved   the address handed out last, for round-robin allocation
 //	10.244.1.5      one file per allocation: "<containerID>\n<ifname>\n"
+//	@<key>.10.244.1.5
+//	                a second name (hard link) of that record, key hashing its
+//	                attachment: an index, so that the directory listing alone
+//	                says which addresses an attachment holds
 //
 // Records appear with link(2) from a complete temporary file, so a process
-// killed at any point leaves either a whole record or none; temporary files
-// left by a killed process are removed by the next holder of the lock. The
-// lock is released by the kernel when its holder dies.
+// killed at any point leaves either a whole record or none. The index name
+// is linked after the address name and unlinked before it, so an index name
+// never outlives its record; a record without one (left by a killed call,
+// or written by a drover that had no index) is read and indexed by the next
+// holder of the lock that looks for its attachment. Temporary files left by
+// a killed process are removed by the next holder of the lock that reads the
+// store. The lock is released by the kernel when its holder dies.
 package ipam
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +44,10 @@ const (
 	lockFile         = "lock"
 	lastReservedFile = "last_reserved"
 	tmpPrefix        = ".tmp-"
+	indexPrefix      = "@"
+	// keyLen is the hex length of an attachment key: 128 bits of SHA-256,
+	// and a record's content is checked before it is trusted anyway.
+	keyLen = 32
 )
 
 var (
@@ -64,6 +79,9 @@ type Record struct {
 type Store struct {
 	dir  string
 	lock *os.File
+	// locked: this process holds the lock, so reading the store may also
+	// tidy it (temporaries, stale index names, missing index names).
+	locked bool
 	// pending is set when a Lock timed out while its flock(2) still waits:
 	// the file must stay open until that call returns.
 	pending chan error
@@ -95,71 +113,179 @@ func (s *Store) Close() error {
 	return s.lock.Close()
 }
 
-// Lock takes the store's exclusive lock, waiting until ctx is done. On
-// success it also removes temporary files that a killed holder left behind.
+// Lock takes the store's exclusive lock, waiting until ctx is done.
 func (s *Store) Lock(ctx context.Context) error {
-	// A blocking flock is fair and wakes at once when the holder lets go,
-	// unlike polling; it runs in a goroutine so the wait can be bounded. If
-	// the wait times out, the process is about to exit with an error anyway,
-	// and the kernel drops a lock taken late by that goroutine.
 	fd := int(s.lock.Fd())
-	done := make(chan error, 1)
-	go func() { done <- unix.Flock(fd, unix.LOCK_EX) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("lock IPAM store %s: %w", s.dir, err)
+	// The common case, an idle store, takes the lock at once.
+	err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		// A blocking flock wakes at once when the holder lets go, unlike
+		// polling; it runs in a goroutine so the wait can be bounded. If
+		// the wait times out, the process is about to exit with an error
+		// anyway, and the kernel drops a lock taken late by that goroutine.
+		done := make(chan error, 1)
+		go func() { done <- unix.Flock(fd, unix.LOCK_EX) }()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			s.pending = done
+			return fmt.Errorf("%w %s: %w", ErrLockTimeout, s.dir, ctx.Err())
 		}
-	case <-ctx.Done():
-		s.pending = done
-		return fmt.Errorf("%w %s: %w", ErrLockTimeout, s.dir, ctx.Err())
 	}
-	s.removeTemporaries()
+	if err != nil {
+		return fmt.Errorf("lock IPAM store %s: %w", s.dir, err)
+	}
+	s.locked = true
 	return nil
 }
 
 // Unlock releases the lock.
 func (s *Store) Unlock() error {
+	s.locked = false
 	if err := unix.Flock(int(s.lock.Fd()), unix.LOCK_UN); err != nil {
 		return fmt.Errorf("unlock IPAM store %s: %w", s.dir, err)
 	}
 	return nil
 }
 
-func (s *Store) removeTemporaries() {
-	entries, err := os.ReadDir(s.dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), tmpPrefix) {
-			_ = os.Remove(filepath.Join(s.dir, e.Name()))
-		}
-	}
+// attachmentKey names a in index names.
+func attachmentKey(a Attachment) string {
+	sum := sha256.Sum256([]byte(a.ContainerID + "\n" + a.IfName))
+	return hex.EncodeToString(sum[:])[:keyLen]
 }
 
-// List returns every allocation in the store.
-func (s *Store) List() ([]Record, error) {
+func indexName(key string, ip net.IP) string { return indexPrefix + key + "." + ip.String() }
+
+// parseIndexName splits "@<key>.<ip>"; ok is false for any other name.
+func parseIndexName(name string) (key, ip string, ok bool) {
+	rest, found := strings.CutPrefix(name, indexPrefix)
+	if !found || len(rest) < keyLen+2 || rest[keyLen] != '.' {
+		return "", "", false
+	}
+	return rest[:keyLen], rest[keyLen+1:], true
+}
+
+// listing is one read of the store's directory: names only, no record read.
+type listing struct {
+	ips   []net.IP            // every allocated address, in name order
+	index map[string][]string // address -> its index names
+	byKey map[string][]string // attachment key -> addresses indexed under it
+}
+
+// scan lists the store. With the lock held it also removes temporaries a
+// killed holder left and index names whose record is gone (which only a
+// hand edit makes: an index name is unlinked before its record).
+func (s *Store) scan() (*listing, error) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("list IPAM store %s: %w", s.dir, err)
 	}
-	var recs []Record
+	l := &listing{index: map[string][]string{}, byKey: map[string][]string{}}
+	records := map[string]bool{}
+	var indexNames []string
 	for _, e := range entries {
-		ip := net.ParseIP(e.Name()).To4()
-		if ip == nil || !e.Type().IsRegular() {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, tmpPrefix):
+			if s.locked {
+				_ = os.Remove(filepath.Join(s.dir, name))
+			}
+		case strings.HasPrefix(name, indexPrefix):
+			indexNames = append(indexNames, name)
+		case e.Type().IsRegular():
+			if ip := net.ParseIP(name).To4(); ip != nil && ip.String() == name {
+				l.ips = append(l.ips, ip)
+				records[name] = true
+			}
+		}
+	}
+	for _, name := range indexNames {
+		key, ip, ok := parseIndexName(name)
+		if !ok {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
-		if errors.Is(err, fs.ErrNotExist) {
+		if !records[ip] {
+			if s.locked {
+				_ = os.Remove(filepath.Join(s.dir, name))
+			}
 			continue
 		}
+		l.index[ip] = append(l.index[ip], name)
+		l.byKey[key] = append(l.byKey[key], ip)
+	}
+	return l, nil
+}
+
+// read returns the attachment recorded for ip; ok is false when the record
+// vanished since the listing (only an unlocked reader sees that).
+func (s *Store) read(ip string) (a Attachment, ok bool, err error) {
+	data, err := os.ReadFile(filepath.Join(s.dir, ip))
+	if errors.Is(err, fs.ErrNotExist) {
+		return a, false, nil
+	}
+	if err != nil {
+		return a, false, fmt.Errorf("read allocation %s: %w", ip, err)
+	}
+	return parseRecord(data), true, nil
+}
+
+// List returns every allocation in the store.
+func (s *Store) List() ([]Record, error) {
+	l, err := s.scan()
+	if err != nil {
+		return nil, err
+	}
+	var recs []Record
+	for _, ip := range l.ips {
+		a, ok, err := s.read(ip.String())
 		if err != nil {
-			return nil, fmt.Errorf("read allocation %s: %w", e.Name(), err)
+			return nil, err
 		}
-		recs = append(recs, Record{IP: ip, Attachment: parseRecord(data)})
+		if ok {
+			recs = append(recs, Record{IP: ip, Attachment: a})
+		}
 	}
 	return recs, nil
+}
+
+// Held returns the addresses a holds.
+func (s *Store) Held(a Attachment) ([]net.IP, error) {
+	l, err := s.scan()
+	if err != nil {
+		return nil, err
+	}
+	return s.heldBy(l, a)
+}
+
+// heldBy returns the addresses a holds. Indexed records are read only under
+// a's key, to confirm them; records without an index name are read all, and
+// indexed on the way when the lock is held, so that cost is paid once.
+func (s *Store) heldBy(l *listing, a Attachment) ([]net.IP, error) {
+	key := attachmentKey(a)
+	var held []net.IP
+	for _, ip := range l.ips {
+		name := ip.String()
+		indexed := len(l.index[name]) > 0
+		if indexed && !slices.Contains(l.byKey[key], name) {
+			continue
+		}
+		got, ok, err := s.read(name)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || got != a {
+			continue
+		}
+		if !indexed && s.locked {
+			// Best effort: without the name the record is still found,
+			// by this slower path.
+			if err := os.Link(filepath.Join(s.dir, name), filepath.Join(s.dir, indexName(key, ip))); err == nil {
+				l.index[name] = append(l.index[name], indexName(key, ip))
+			}
+		}
+		held = append(held, ip)
+	}
+	return held, nil
 }
 
 func parseRecord(data []byte) Attachment {
@@ -167,7 +293,8 @@ func parseRecord(data []byte) Attachment {
 	return Attachment{ContainerID: id, IfName: ifname}
 }
 
-// reserve creates the record for ip; it reports false when ip is taken.
+// reserve creates the record for ip and its index name; it reports false
+// when ip is taken.
 func (s *Store) reserve(ip net.IP, a Attachment) (bool, error) {
 	tmp, err := os.CreateTemp(s.dir, tmpPrefix+"*")
 	if err != nil {
@@ -190,11 +317,24 @@ func (s *Store) reserve(ip net.IP, a Attachment) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("record allocation of %s: %w", ip, err)
 	}
+	if err := os.Link(tmp.Name(), filepath.Join(s.dir, indexName(attachmentKey(a), ip))); err != nil {
+		// Refuse rather than leave a record the fast paths cannot see.
+		if rerr := os.Remove(filepath.Join(s.dir, ip.String())); rerr != nil {
+			return false, fmt.Errorf("index allocation of %s: %w; removing its record failed too: %w", ip, err, rerr)
+		}
+		return false, fmt.Errorf("index allocation of %s: %w", ip, err)
+	}
 	return true, nil
 }
 
-// releaseIP removes the record of ip; an absent record is not an error.
-func (s *Store) releaseIP(ip net.IP) error {
+// releaseIP removes the record of ip, its index names first; an absent
+// record is not an error.
+func (s *Store) releaseIP(l *listing, ip net.IP) error {
+	for _, name := range l.index[ip.String()] {
+		if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("release %s: remove its index name: %w", ip, err)
+		}
+	}
 	err := os.Remove(filepath.Join(s.dir, ip.String()))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("release %s: %w", ip, err)
@@ -205,24 +345,43 @@ func (s *Store) releaseIP(ip net.IP) error {
 // Release frees every address held by a and returns them. Releasing an
 // attachment that holds nothing succeeds with none.
 func (s *Store) Release(a Attachment) ([]net.IP, error) {
-	return s.ReleaseIf(func(r Record) bool { return r.Attachment == a })
+	l, err := s.scan()
+	if err != nil {
+		return nil, err
+	}
+	held, err := s.heldBy(l, a)
+	if err != nil {
+		return nil, err
+	}
+	return s.release(l, held)
 }
 
 // ReleaseIf frees every allocation for which drop returns true.
 func (s *Store) ReleaseIf(drop func(Record) bool) ([]net.IP, error) {
-	recs, err := s.List()
+	l, err := s.scan()
 	if err != nil {
 		return nil, err
 	}
-	var freed []net.IP
-	for _, r := range recs {
-		if !drop(r) {
-			continue
+	var dropped []net.IP
+	for _, ip := range l.ips {
+		a, ok, err := s.read(ip.String())
+		if err != nil {
+			return nil, err
 		}
-		if err := s.releaseIP(r.IP); err != nil {
+		if ok && drop(Record{IP: ip, Attachment: a}) {
+			dropped = append(dropped, ip)
+		}
+	}
+	return s.release(l, dropped)
+}
+
+func (s *Store) release(l *listing, ips []net.IP) ([]net.IP, error) {
+	var freed []net.IP
+	for _, ip := range ips {
+		if err := s.releaseIP(l, ip); err != nil {
 			return freed, err
 		}
-		freed = append(freed, r.IP)
+		freed = append(freed, ip)
 	}
 	return freed, nil
 }

@@ -181,7 +181,7 @@ func TestTemporariesOfAKilledHolderAreRemoved(t *testing.T) {
 	if err := os.WriteFile(stale, []byte("half"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	withStore(t, dir, func(*Store) error { return nil })
+	withStore(t, dir, func(s *Store) error { _, err := s.Free(pool(t, "10.1.0.0/29", "10.1.0.1")); return err })
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Fatalf("stale temporary file survived: %v", err)
 	}

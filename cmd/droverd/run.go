@@ -50,8 +50,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.nodeCIDRMask, "node-cidr-mask", envInt("NODE_CIDR_MASK", 24), "prefix length of self-allocated node pod CIDRs")
 	fs.BoolVar(&o.directRouting, "direct-routing", envBool("DIRECT_ROUTING", false), "route to peers on the same underlay subnet without encapsulation")
 	fs.BoolVar(&o.masq, "masquerade", envBool("MASQUERADE", true), "masquerade pod traffic leaving the cluster CIDR")
-	fs.StringVar(&o.stateFile, "state-file", env("STATE_FILE", nodestate.DefaultPath), "node state file the CNI plugin reads")
-	fs.StringVar(&o.ipamDir, "ipam-dir", env("IPAM_DIR", ""), "the plugin's IPAM store root; empty: the plugin's default")
+	stateFlags(fs, &o.stateFile, &o.ipamDir)
 	fs.StringVar(&o.cniConfDir, "cni-conf-dir", env("CNI_CONF_DIR", "/etc/cni/net.d"), "where the CNI conflist is written")
 	fs.StringVar(&o.cniConfNm, "cni-conf-name", env("CNI_CONF_NAME", cniconf.DefaultName), "the conflist's file name")
 	fs.BoolVar(&o.portmap, "cni-portmap", envBool("CNI_PORTMAP", true), "chain the portmap plugin for hostPorts in the conflist")
@@ -68,6 +67,14 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	return o, nil
+}
+
+// stateFlags are the flags run and uninstall share: where the node state
+// file (and the peer cache beside it) and the plugin's IPAM store live, so
+// uninstall removes them from wherever run wrote them.
+func stateFlags(fs *flag.FlagSet, stateFile, ipamDir *string) {
+	fs.StringVar(stateFile, "state-file", env("STATE_FILE", nodestate.DefaultPath), "node state file the CNI plugin reads")
+	fs.StringVar(ipamDir, "ipam-dir", env("IPAM_DIR", ""), "the plugin's IPAM store root; empty: the plugin's default")
 }
 
 func run(ctx context.Context, args []string) error {

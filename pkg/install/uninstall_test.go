@@ -34,6 +34,8 @@ var (
 		"/var/lib/kubelet/volumeplugins/drover~local/local",
 		"/var/lib/kubelet/volumeplugins/drover~local/drover-local.json",
 		"/run/drover/node.json",
+		"/run/drover/peers.json",
+		"/run/drover/.node.json.tmp-123",
 		"/run/drover/ipam/drover/10.244.1.5",
 		"/var/log/drover/local.log",
 	}

@@ -65,12 +65,19 @@ func droverd(t *testing.T, args ...string) (string, error) {
 // empty).
 func droverdIn(t *testing.T, nsPath string, args ...string) (string, error) {
 	t.Helper()
+	return droverdEnv(t, nsPath, nil, args...)
+}
+
+// droverdEnv is droverdIn with env (NAME=value) added to droverd's
+// environment, as a DaemonSet's envFrom would.
+func droverdEnv(t *testing.T, nsPath string, env []string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command(droverdBin, args...)
 	if nsPath != "" {
 		cmd = exec.Command("nsenter", append([]string{"--net=" + nsPath, "--", droverdBin}, args...)...)
 	}
 	// The host's settings must not leak into the test's droverd.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -228,3 +228,60 @@ func testUninstall(t *testing.T, env *kubeenv.Env) {
 		t.Errorf("node annotations %v, want only example.com/owner", node.Annotations)
 	}
 }
+
+// TestUninstallFindsStateWhereRunKeptIt runs the built `droverd uninstall`
+// with droverd run's --state-file and --ipam-dir, set as flags and as the
+// DROVER_ variables the ConfigMap gives both DaemonSets.
+func TestUninstallFindsStateWhereRunKeptIt(t *testing.T) {
+	drover := []string{
+		"/srv/state/node.json",
+		"/srv/state/peers.json",
+		"/srv/state/.peers.json.tmp-7",
+		"/srv/ipam/drover/lock",
+		"/srv/ipam/drover/10.244.1.7",
+		"/run/drover/leftover",
+	}
+	kept := []string{
+		"/srv/state/unrelated.conf",
+		"/srv/ipam/other-net/10.9.0.2",
+		"/var/lib/drover/volumes/db.img",
+	}
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"set in the environment", []string{"DROVER_STATE_FILE=/srv/state/node.json", "DROVER_IPAM_DIR=/srv/ipam"}, nil},
+		{"set as flags", nil, []string{"--state-file=/srv/state/node.json", "--ipam-dir=/srv/ipam"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			host := t.TempDir()
+			for _, p := range append(append([]string{}, drover...), kept...) {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(host, p)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(host, p), []byte("data of "+p), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			node := testns.New(t)
+			args := append([]string{"uninstall", "--host-root=" + host, "--plugin-dir=" + pluginDir}, tt.args...)
+			for round := 1; round <= 2; round++ {
+				if out, err := droverdEnv(t, node.Path(), tt.env, args...); err != nil {
+					t.Fatalf("round %d (the second finds everything gone): %v\n%s", round, err, out)
+				}
+			}
+			for _, p := range append(append([]string{}, drover...), "/srv/ipam/drover", "/run/drover") {
+				if _, err := os.Lstat(filepath.Join(host, p)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s is still there (%v)", p, err)
+				}
+			}
+			for _, p := range kept {
+				if got, err := os.ReadFile(filepath.Join(host, p)); err != nil || string(got) != "data of "+p {
+					t.Errorf("%s was touched: %q, %v", p, got, err)
+				}
+			}
+		})
+	}
+}

@@ -89,7 +89,7 @@ func runUninstall(ctx context.Context, args []string) error {
 		if err := validNodeName(o.NodeName); err != nil {
 			return err
 		}
-		c, err := kubeClient(kubeconfig)
+		c, _, err := kubeClient(kubeconfig)
 		if err != nil {
 			return err
 		}

@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/connrotation"
 
 	"github.com/drover-net/drover/pkg/datastore"
 	"github.com/drover-net/drover/pkg/kube"
@@ -18,7 +20,9 @@ import (
 // ClaimsConfigMap holds self-allocated pod CIDR claims.
 const ClaimsConfigMap = "drover-pod-cidrs"
 
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+// kubeClient builds the API client and a function that closes every
+// connection it holds (see kube.Config.CloseConnections).
+func kubeClient(kubeconfig string) (kubernetes.Interface, func(), error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -27,9 +31,11 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		cfg, err = rest.InClusterConfig()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
 	cfg.UserAgent = "droverd"
+	dialer := connrotation.NewDialer((&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+	cfg.Dial = dialer.DialContext
 	// No cfg.Timeout: client-go turns it into http.Client.Timeout, which
 	// also applies to watch requests and would cut the Node informer's
 	// stream every Timeout. pkg/kube gives each other call its own context
@@ -39,17 +45,17 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	// that went silent.
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return c, nil
+	return c, dialer.CloseAll, nil
 }
 
 func openKube(_ context.Context, o *options, cluster *net.IPNet, log *slog.Logger) (datastore.Datastore, error) {
-	c, err := kubeClient(o.kubeconfig)
+	c, closeConns, err := kubeClient(o.kubeconfig)
 	if err != nil {
 		return nil, err
 	}
-	cfg := kube.Config{Client: c, Resync: o.resync * 30}
+	cfg := kube.Config{Client: c, Resync: o.resync * 30, CloseConnections: closeConns}
 	if o.allocateNodeCIDRs {
 		ns := os.Getenv("POD_NAMESPACE")
 		if ns == "" {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/drover-net/drover/pkg/datastore"
 	"github.com/drover-net/drover/pkg/masq"
+	"github.com/drover-net/drover/pkg/nodestate"
 	"github.com/drover-net/drover/pkg/overlay"
 	"github.com/drover-net/drover/pkg/vxlan"
 )
@@ -62,7 +63,10 @@ type Agent struct {
 	mac net.HardwareAddr
 
 	// Set before the loop starts and then owned by the loop's goroutine.
-	ulIP     net.IP // the underlay address to look for (flag or Node InternalIP)
+	ulIP net.IP // the underlay address to look for (flag or Node InternalIP)
+	// ulHinted: ulIP comes from the datastore (no interface or address
+	// configured), so it follows the own node's InternalIP in the view.
+	ulHinted bool
 	underlay *Underlay
 	podCIDR  *net.IPNet
 	masq     *masq.Rules
@@ -111,7 +115,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Resync = 10 * time.Second
 	}
 	if cfg.PeerCache == "" && cfg.StateFile != "" {
-		cfg.PeerCache = filepath.Join(filepath.Dir(cfg.StateFile), "peers.json")
+		cfg.PeerCache = filepath.Join(filepath.Dir(cfg.StateFile), nodestate.PeerCacheName)
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -159,6 +163,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ulIP = a.cfg.UnderlayIP
 	if a.ulIP == nil && a.cfg.UnderlayIface == "" {
 		a.ulIP = a.underlayHint(ctx, cache)
+		_, a.ulHinted = a.cfg.Datastore.(datastore.UnderlayHinter)
 	}
 	var err error
 	if a.underlay, err = FindUnderlay(a.cfg.UnderlayIface, a.ulIP); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -29,12 +30,19 @@ func (a *Agent) reconcile(ctx context.Context) {
 	// The underlay is looked up again each time: an address that changed
 	// (DHCP, a renumbered node) must reach the VXLAN device and the
 	// published annotations without a restart.
-	if ul, err := FindUnderlay(a.cfg.UnderlayIface, a.ulIP); err != nil {
+	a.followInternalIP()
+	if ul, err := a.findUnderlay(); err != nil {
 		errs = append(errs, fmt.Errorf("underlay: %w", err))
 	} else {
 		if !ul.IP.Equal(a.underlay.IP) || ul.Link.Attrs().Index != a.underlay.Link.Attrs().Index {
 			a.log.Info("underlay changed", "iface", ul.Link.Attrs().Name, "ip", ul.IP.String(), "was", a.underlay.IP.String())
 			a.cacheGen = 0 // the cache records the underlay address too
+			if !ul.IP.Equal(a.underlay.IP) {
+				if r, ok := a.cfg.Datastore.(datastore.Reconnecter); ok {
+					a.log.Info("reconnecting to the datastore from the new underlay address")
+					r.Reconnect()
+				}
+			}
 		}
 		a.underlay = ul
 	}
@@ -95,6 +103,46 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.log.Info("reconciled", "writes", writes, "peers", len(peers), "took", time.Since(start))
 	}
 	a.beat()
+}
+
+// findUnderlay looks the underlay up as configured. When it was found by
+// the Node's InternalIP and no interface holds that address any more, the
+// node was renumbered before the cluster says so (kubelet updates the
+// InternalIP afterwards, and this node's watch may be on a connection from
+// the old address): the link that held it, with its address now, is the
+// underlay until the view catches up.
+func (a *Agent) findUnderlay() (*Underlay, error) {
+	ul, err := FindUnderlay(a.cfg.UnderlayIface, a.ulIP)
+	if err == nil || !a.ulHinted || a.underlay == nil {
+		return ul, err
+	}
+	same, lerr := FindUnderlay(a.underlay.Link.Attrs().Name, nil)
+	if lerr != nil {
+		return nil, fmt.Errorf("%w; and the link that held it: %w", err, lerr)
+	}
+	return same, nil
+}
+
+// followInternalIP takes the own node's InternalIP from the view as the
+// underlay address to look for, when that is how the underlay was chosen:
+// kubelet updates it when the node is renumbered, and the address found at
+// start would then be on no interface.
+func (a *Agent) followInternalIP() {
+	if !a.ulHinted {
+		return
+	}
+	a.mu.Lock()
+	var ip net.IP
+	for _, n := range a.view {
+		if n.Name == a.cfg.NodeName {
+			ip = n.InternalIP
+		}
+	}
+	a.mu.Unlock()
+	if ip != nil && !ip.Equal(a.ulIP) {
+		a.log.Info("node InternalIP changed; finding the underlay by it", "ip", ip.String(), "was", fmt.Sprint(a.ulIP))
+		a.ulIP = ip
+	}
 }
 
 // wanted is what this node publishes about itself.

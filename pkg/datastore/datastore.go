@@ -20,6 +20,11 @@ type Node struct {
 	PodCIDR    *net.IPNet       // nil while unknown
 	VTEPMAC    net.HardwareAddr // nil until published
 	UnderlayIP net.IP           // nil until published
+	// InternalIP is the address the cluster knows the node by (in
+	// Kubernetes the Node's InternalIP, which kubelet keeps current); nil
+	// when the datastore has none. Not part of the published record: the
+	// agent finds its underlay by it when nothing else is configured.
+	InternalIP net.IP
 }
 
 // Complete reports whether n can be programmed as a peer.
@@ -47,6 +52,15 @@ type Datastore interface {
 // interface or address is configured.
 type UnderlayHinter interface {
 	UnderlayIP(ctx context.Context, node string) (net.IP, error)
+}
+
+// Reconnecter is implemented by datastores that keep connections to a
+// server. The agent calls Reconnect when the node's underlay address
+// changed: a connection made from the old address is dead, but a kernel
+// only learns that from timeouts, which would leave the watch silent and
+// every write stalled for as long.
+type Reconnecter interface {
+	Reconnect()
 }
 
 // ErrNoPodCIDR says the datastore answered and the node has no pod CIDR: it

@@ -46,6 +46,11 @@ type Config struct {
 	// http.Client.Timeout and would also cut the informer's long-running
 	// watch streams.
 	RequestTimeout time.Duration
+	// CloseConnections, when set, closes every connection Client holds, so
+	// that the next request and the informer's next watch dial afresh (see
+	// Reconnect). cmd/droverd gives it client-go's connrotation dialer, as
+	// kubelet does for its own heartbeats.
+	CloseConnections func()
 }
 
 // DefaultRequestTimeout is long enough for a loaded API server and short
@@ -123,6 +128,16 @@ func (s *Store) claimedCIDR(name string) *net.IPNet {
 	return s.claimed[name]
 }
 
+// Reconnect closes the client's connections, when the config says how: the
+// informer's watch ends at once and re-lists over a new connection, instead
+// of waiting for HTTP/2 health pings to give up on one that the node's new
+// address made dead.
+func (s *Store) Reconnect() {
+	if s.cfg.CloseConnections != nil {
+		s.cfg.CloseConnections()
+	}
+}
+
 // UnderlayIP returns the node's InternalIP (IPv4), or nil when it has none.
 func (s *Store) UnderlayIP(ctx context.Context, name string) (net.IP, error) {
 	ctx, cancel := s.call(ctx)
@@ -131,14 +146,19 @@ func (s *Store) UnderlayIP(ctx context.Context, name string) (net.IP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get node %s: %w", name, err)
 	}
-	for _, a := range node.Status.Addresses {
+	return internalIP(node), nil
+}
+
+// internalIP is the node's first IPv4 InternalIP, or nil.
+func internalIP(n *corev1.Node) net.IP {
+	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP {
 			if ip := net.ParseIP(a.Address).To4(); ip != nil {
-				return ip, nil
+				return ip
 			}
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 // Publish writes the VTEP annotations, and the pod CIDR annotation when the
@@ -223,5 +243,6 @@ func toNode(n *corev1.Node) datastore.Node {
 	d := datastore.Node{Name: n.Name, PodCIDR: nodePodCIDR(n)}
 	d.VTEPMAC, _ = net.ParseMAC(n.Annotations[AnnotationVTEPMAC])
 	d.UnderlayIP = net.ParseIP(n.Annotations[AnnotationUnderlayIP]).To4()
+	d.InternalIP = internalIP(n)
 	return d
 }

@@ -129,6 +129,21 @@ func TestKubernetesDatastore(t *testing.T) {
 			t.Fatalf("heartbeats produced %d new views", after-before)
 		}
 	})
+	t.Run("a changed InternalIP reaches watchers", func(t *testing.T) {
+		n, _ := c.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "node-a"}, {Type: corev1.NodeInternalIP, Address: "198.51.100.111"}}
+		if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor("node-a's new InternalIP", func(v []datastore.Node) bool {
+			for _, n := range v {
+				if n.Name == "node-a" {
+					return n.InternalIP.Equal(net.IPv4(198, 51, 100, 111))
+				}
+			}
+			return false
+		})
+	})
 	t.Run("a deleted node leaves the view", func(t *testing.T) {
 		if err := c.CoreV1().Nodes().Delete(ctx, "node-b", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/drover-net/drover/internal/testcluster"
 	"github.com/drover-net/drover/pkg/kube"
 	"github.com/drover-net/drover/pkg/overlay"
+	"github.com/drover-net/drover/pkg/vxlan"
 )
 
 // kubeCluster is a netns cluster whose droverds use a real kube-apiserver
@@ -56,18 +57,9 @@ func createNode(t *testing.T, env *kubeenv.Env, name, podCIDR, internalIP string
 		}
 		return err
 	})
-	if internalIP == "" {
-		return
+	if internalIP != "" {
+		setInternalIP(t, env, name, internalIP)
 	}
-	eventually(t, 15*time.Second, func() error {
-		cur, err := env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		cur.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}, {Type: corev1.NodeInternalIP, Address: internalIP}}
-		_, err = env.Client.CoreV1().Nodes().UpdateStatus(context.Background(), cur, metav1.UpdateOptions{})
-		return err
-	})
 }
 
 func TestKubernetesAPIServerDownAndNotReadyUntilPodCIDR(t *testing.T) {
@@ -409,5 +401,92 @@ func TestKubernetesSelfAllocatedNodesByInternalIPKeepTheirRecords(t *testing.T) 
 		if logs, _ := os.ReadFile(n1.dir + "/droverd.log"); !strings.Contains(string(logs), "node-z: pod CIDR "+node2CIDR+" overlaps") {
 			t.Errorf("node-1 did not log why node-z was rejected:\n%s", tail(string(logs), 10))
 		}
+	})
+
+	t.Run("a node renumbered with its InternalIP is followed without a restart", func(t *testing.T) {
+		n3 := c.nodes["node-3"]
+		oldIP, newIP := n3.IP, net.IPv4(198, 51, 100, 43).To4()
+		// As a new DHCP lease does, then kubelet: the address moves on
+		// eth0, and the Node's InternalIP follows.
+		err := n3.NS.Do(func(ns.NetNS) error {
+			eth0, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			if err := netlink.AddrDel(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: oldIP, Mask: net.CIDRMask(24, 32)}}); err != nil {
+				return err
+			}
+			return netlink.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: newIP, Mask: net.CIDRMask(24, 32)}})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n3.IP = newIP
+		setInternalIP(t, env, "node-3", newIP.String())
+
+		eventually(t, 20*time.Second, func() error {
+			if got := annotations(t, env, "node-3")[kube.AnnotationUnderlayIP]; got != newIP.String() {
+				return fmt.Errorf("node-3 publishes underlay %s, want %s", got, newIP)
+			}
+			return nil
+		})
+		err = n3.NS.Do(func(ns.NetNS) error {
+			vx, err := vxlan.Get(vxlan.DefaultName)
+			if err != nil {
+				return err
+			}
+			if !vx.SrcAddr.Equal(newIP) {
+				return fmt.Errorf("node-3's VXLAN device still sends from %s", vx.SrcAddr)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mac := records["node-3"][kube.AnnotationVTEPMAC]
+		for _, name := range []string{"node-1", "node-2"} {
+			n := c.nodes[name]
+			eventually(t, 20*time.Second, func() error {
+				var mine []string
+				for _, e := range fdb(t, n) {
+					if strings.HasPrefix(e, mac+" ") || strings.HasSuffix(e, " "+oldIP.String()) {
+						mine = append(mine, e)
+					}
+				}
+				if len(mine) != 1 || mine[0] != mac+" "+newIP.String() {
+					return fmt.Errorf("%s FDB entries for node-3: %v, want exactly %s %s", name, mine, mac, newIP)
+				}
+				return nil
+			})
+		}
+		eventually(t, 15*time.Second, func() error {
+			for _, p := range pods[:2] {
+				if err := testcluster.Ping(p.ns, pods[2].ip, 1); err != nil {
+					return err
+				}
+				if err := testcluster.Ping(pods[2].ns, p.ip, 1); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if logs, _ := os.ReadFile(n3.dir + "/droverd.log"); !strings.Contains(string(logs), "node InternalIP changed") {
+			t.Errorf("node-3 did not log the InternalIP change:\n%s", tail(string(logs), 10))
+		}
+	})
+}
+
+// setInternalIP updates a Node's InternalIP as kubelet does on a new
+// address.
+func setInternalIP(t *testing.T, env *kubeenv.Env, name, ip string) {
+	t.Helper()
+	eventually(t, 15*time.Second, func() error {
+		cur, err := env.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}, {Type: corev1.NodeInternalIP, Address: ip}}
+		_, err = env.Client.CoreV1().Nodes().UpdateStatus(context.Background(), cur, metav1.UpdateOptions{})
+		return err
 	})
 }

@@ -114,7 +114,7 @@ func Uninstall(ctx context.Context, o UninstallOptions) ([]Step, error) {
 	// What lies inside RunDir goes with it; listing it again would only
 	// repeat the step.
 	if !within(o.StateFile, o.RunDir) {
-		peers := filepath.Join(filepath.Dir(o.StateFile), peerCacheName)
+		peers := filepath.Join(filepath.Dir(o.StateFile), nodestate.PeerCacheName)
 		do("node state "+o.StateFile+" and peer cache "+peers, func() error {
 			return errors.Join(removeWritten(o.onHost(o.StateFile)), removeWritten(o.onHost(peers)))
 		})
@@ -155,10 +155,6 @@ func safeToRemove(p string) error {
 	}
 	return nil
 }
-
-// peerCacheName is the agent's peer cache file, kept beside the state file
-// (pkg/agent's default for Config.PeerCache).
-const peerCacheName = "peers.json"
 
 // usableStatePaths refuses, before anything is removed, a state file that
 // is a directory and an IPAM dir that is not one: a flag naming the wrong

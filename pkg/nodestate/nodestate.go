@@ -28,6 +28,10 @@ const Version = 1
 // DefaultPath is where droverd writes the state and the plugin reads it.
 const DefaultPath = "/run/drover/node.json"
 
+// PeerCacheName is droverd's record of its last peers, which it keeps beside
+// the state file by default; uninstall removes it from there.
+const PeerCacheName = "peers.json"
+
 // ErrNotFound says the file does not exist yet: the agent has not written
 // it, so the node cannot serve pods until it does.
 var ErrNotFound = errors.New("node state not found")

@@ -115,13 +115,15 @@ func Bandwidth() Plugin {
 }
 
 // RefBridge is the reference bridge plugin with host-local IPAM: the
-// baseline drover is measured against.
-func RefBridge(bridge, subnet, dataDir string) Plugin {
+// baseline drover is measured against. ipMasq gives its pods what drover's
+// get from droverd's one rule per node: masquerade for traffic leaving the
+// cluster; the bridge plugin makes it per pod, on every ADD and DEL.
+func RefBridge(bridge, subnet, dataDir string, ipMasq bool) Plugin {
 	return Plugin{
 		"type":        "bridge",
 		"bridge":      bridge,
 		"isGateway":   true,
-		"ipMasq":      false,
+		"ipMasq":      ipMasq,
 		"hairpinMode": true,
 		"ipam": map[string]any{
 			"type":    "host-local",

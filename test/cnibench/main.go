@@ -34,6 +34,7 @@ import (
 
 func main() {
 	pods := flag.Int("pods", 110, "pods per configuration (latency samples and parallel calls); at least 100")
+	rounds := flag.Int("parallel-rounds", 5, "rounds of parallel ADDs and DELs per configuration; the median is reported")
 	write := flag.String("write", "", "Markdown file whose \"## CNI plugin\" section receives the report")
 	command := flag.String("command", "bash scripts/bench-cni.sh", "the command the report names as reproducing it")
 	flag.Parse()
@@ -41,12 +42,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cnibench: -pods must be at least 100 for a p99")
 		os.Exit(2)
 	}
+	if *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "cnibench: -parallel-rounds must be at least 1")
+		os.Exit(2)
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "cnibench: creates network namespaces: run as root")
 		os.Exit(1)
 	}
-
-	b := &bench{pods: *pods}
+	b := &bench{pods: *pods, parallelRounds: *rounds}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
@@ -87,13 +91,16 @@ type setup struct {
 }
 
 type bench struct {
-	pods int
-	tmp  string
+	pods           int
+	parallelRounds int
+	tmp            string
 
 	mu      sync.Mutex
 	made    []ns.NetNS // every namespace, for cleanup
 	done    bool
 	cleaned bool
+	// storesOnTmpfs: stores() is a mount to detach on cleanup.
+	storesOnTmpfs bool
 }
 
 func (b *bench) finished() bool {
@@ -130,8 +137,32 @@ func (b *bench) cleanup() {
 		_ = os.Remove(n.Path())
 	}
 	if b.tmp != "" {
+		if b.storesOnTmpfs {
+			_ = syscall.Unmount(b.stores(), syscall.MNT_DETACH)
+		}
 		_ = os.RemoveAll(b.tmp)
 	}
+}
+
+// stores is where every configuration keeps its state: IPAM stores (drover's
+// and host-local's) and libcni's result cache.
+func (b *bench) stores() string { return filepath.Join(b.tmp, "stores") }
+
+// mountStores puts every configuration's state on one tmpfs, as on a node:
+// drover's default store is under /run, which is tmpfs wherever systemd
+// runs, and a disk's journal would otherwise weigh on each plugin's file
+// writes by however busy the machine's disk is. Both plugins get the same.
+func (b *bench) mountStores() error {
+	if err := os.MkdirAll(b.stores(), 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if err := syscall.Mount("tmpfs", b.stores(), "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=64m,mode=0700"); err != nil {
+		return fmt.Errorf("mount a tmpfs for the plugins' state: %w", err)
+	}
+	b.mu.Lock()
+	b.storesOnTmpfs = true
+	b.mu.Unlock()
+	return nil
 }
 
 func (b *bench) run() (*report, error) {
@@ -142,6 +173,9 @@ func (b *bench) run() (*report, error) {
 	var err error
 	if b.tmp, err = os.MkdirTemp("", "drover-cnibench-"); err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	if err := b.mountStores(); err != nil {
+		return nil, err
 	}
 	droverBin := filepath.Join(b.tmp, "build", "drover")
 	if err := cnirig.BuildDrover(droverBin); err != nil {
@@ -154,7 +188,7 @@ func (b *bench) run() (*report, error) {
 
 	const cidr = "10.88.0.0/16" // room for every pod, on every node alike
 	mk := func(idx int, name string, parallel bool, plugins ...func(dir string) cnirig.Plugin) (*setup, error) {
-		dir := filepath.Join(b.tmp, fmt.Sprintf("setup-%d", idx))
+		dir := filepath.Join(b.stores(), fmt.Sprintf("setup-%d", idx))
 		var ps []cnirig.Plugin
 		for _, p := range plugins {
 			ps = append(ps, p(dir))
@@ -182,7 +216,10 @@ func (b *bench) run() (*report, error) {
 		return cnirig.Drover(cidr, filepath.Join(dir, "ipam"), filepath.Join(dir, "node.json"))
 	}
 	bridge := func(dir string) cnirig.Plugin {
-		return cnirig.RefBridge("cni0", cidr, filepath.Join(dir, "host-local"))
+		return cnirig.RefBridge("cni0", cidr, filepath.Join(dir, "host-local"), true)
+	}
+	bridgeNoMasq := func(dir string) cnirig.Plugin {
+		return cnirig.RefBridge("cni0", cidr, filepath.Join(dir, "host-local"), false)
 	}
 	portmap := func(string) cnirig.Plugin { return cnirig.Portmap() }
 	loopback := func(string) cnirig.Plugin { return cnirig.Loopback() }
@@ -196,6 +233,7 @@ func (b *bench) run() (*report, error) {
 		{nameFloor, false, []func(string) cnirig.Plugin{loopback}},
 		{nameRef, true, []func(string) cnirig.Plugin{bridge}},
 		{nameRefPortmap, false, []func(string) cnirig.Plugin{bridge, portmap}},
+		{nameRefNoMasq, false, []func(string) cnirig.Plugin{bridgeNoMasq}},
 		{nameDrover, true, []func(string) cnirig.Plugin{drover}},
 		{nameDroverPortmap, false, []func(string) cnirig.Plugin{drover, portmap}},
 	} {
@@ -215,6 +253,10 @@ func (b *bench) run() (*report, error) {
 	}
 	// Interleaved: pod i of every configuration before pod i+1 of any, so
 	// a noisy moment on a shared machine hits them all alike.
+	probe, err := b.newVethProbe()
+	if err != nil {
+		return nil, err
+	}
 	fmt.Fprintln(os.Stderr, "cnibench: sequential ADDs and DELs")
 	for _, verb := range []string{"ADD", "DEL"} {
 		for i := 0; i < b.pods; i++ {
@@ -229,32 +271,39 @@ func (b *bench) run() (*report, error) {
 					s.result.del = append(s.result.del, d)
 				}
 			}
-		}
-	}
-	for _, s := range setups {
-		if !s.parallel {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "cnibench: %d parallel ADDs and DELs, %s\n", b.pods, s.name)
-		for _, verb := range []string{"ADD", "DEL"} {
-			wall, err := s.parallelCalls(verb)
-			if err != nil {
+			probeCall := probe.addOne
+			if verb == "DEL" {
+				probeCall = probe.deleteOne
+			}
+			if err := probeCall(b, i); err != nil {
 				return nil, err
 			}
-			if verb == "ADD" {
-				s.result.parallelAdd = wall
-			} else {
-				s.result.parallelDel = wall
+		}
+	}
+	// One wall time is one sample: rounds, taking turns between the
+	// configurations like the sequential calls, and the median is reported.
+	fmt.Fprintf(os.Stderr, "cnibench: %d rounds of %d parallel ADDs and DELs\n", b.parallelRounds, b.pods)
+	for round := 0; round < b.parallelRounds; round++ {
+		for _, s := range setups {
+			if !s.parallel {
+				continue
+			}
+			for _, verb := range []string{"ADD", "DEL"} {
+				wall, err := s.parallelCalls(verb)
+				if err != nil {
+					return nil, err
+				}
+				if verb == "ADD" {
+					s.result.parallelAdd = append(s.result.parallelAdd, wall)
+				} else {
+					s.result.parallelDel = append(s.result.parallelDel, wall)
+				}
 			}
 		}
 	}
 
-	vethDel, err := b.vethDeletions(30)
-	if err != nil {
-		return nil, err
-	}
 	rep := &report{loadStart: loadStart, loadEnd: loadAverage(), pods: b.pods, at: time.Now().UTC(),
-		cpus: runtime.NumCPU(), results: map[string]result{}, vethDel: vethDel}
+		cpus: runtime.NumCPU(), results: map[string]result{}, vethDel: probe.took}
 	for _, s := range setups {
 		rep.results[s.name] = s.result
 	}

@@ -60,11 +60,7 @@ func (p Pool) Size() int {
 // Otherwise allocation goes round-robin from the last address handed out, so
 // a just-released address is not reused at once.
 func (s *Store) Allocate(p Pool, a Attachment, requested net.IP) (net.IP, error) {
-	l, err := s.scan()
-	if err != nil {
-		return nil, err
-	}
-	held, err := s.heldBy(l, a)
+	l, held, err := s.scanHeld(a)
 	if err != nil {
 		return nil, err
 	}

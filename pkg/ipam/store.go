@@ -250,11 +250,18 @@ func (s *Store) List() ([]Record, error) {
 
 // Held returns the addresses a holds.
 func (s *Store) Held(a Attachment) ([]net.IP, error) {
+	_, held, err := s.scanHeld(a)
+	return held, err
+}
+
+// scanHeld lists the store and finds the addresses a holds in it.
+func (s *Store) scanHeld(a Attachment) (*listing, []net.IP, error) {
 	l, err := s.scan()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return s.heldBy(l, a)
+	held, err := s.heldBy(l, a)
+	return l, held, err
 }
 
 // heldBy returns the addresses a holds. Indexed records are read only under
@@ -345,11 +352,7 @@ func (s *Store) releaseIP(l *listing, ip net.IP) error {
 // Release frees every address held by a and returns them. Releasing an
 // attachment that holds nothing succeeds with none.
 func (s *Store) Release(a Attachment) ([]net.IP, error) {
-	l, err := s.scan()
-	if err != nil {
-		return nil, err
-	}
-	held, err := s.heldBy(l, a)
+	l, held, err := s.scanHeld(a)
 	if err != nil {
 		return nil, err
 	}

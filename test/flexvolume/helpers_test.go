@@ -297,9 +297,10 @@ func (e *env) loopsOf(vol string) []string {
 func (e *env) assertReleased(vol string) {
 	e.t.Helper()
 	// The kernel frees an autoclear device on its last close; a process
-	// outside this test may hold it open for a moment, so allow that.
-	if !within(2*time.Second, func() bool { return len(e.loopsOf(vol)) == 0 }) {
-		e.t.Errorf("volume %s: loop devices left after unmount: %v", vol, e.loopsOf(vol))
+	// outside this test (udev's probe) may hold it open for a moment, and
+	// longer on a loaded machine, so allow that: a leaked device stays.
+	if !within(20*time.Second, func() bool { return len(e.loopsOf(vol)) == 0 }) {
+		e.t.Errorf("volume %s: loop devices left 20s after unmount: %v", vol, e.loopsOf(vol))
 	}
 	if _, ok := mountAt(e.t, filepath.Join(e.stateDir, "mounts", vol)); ok {
 		e.t.Errorf("volume %s: global mount left after unmount", vol)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	authzv1 "k8s.io/api/authorization/v1"
@@ -25,6 +27,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/restmapper"
+
+	"github.com/drover-net/drover/internal/testcluster"
 )
 
 const (
@@ -171,11 +175,25 @@ var podCIDRClaims = []access{
 	{verb: "update", resource: "configmaps", namespace: namespace, name: "drover-pod-cidrs"},
 }
 
+// checkAccess checks each access against want. The API server's RBAC
+// authorizer reads Roles and bindings from its own informers, which see an
+// apply a moment after it returns, so a grant is waited for; a refusal is
+// checked once (a lagging cache can only refuse more), so it is meant to
+// follow a check that waited for the grants of the same apply.
 func checkAccess(t *testing.T, c kubernetes.Interface, want bool, list []access) {
 	t.Helper()
 	for _, a := range list {
-		if got := allowed(t, c, a); got != want {
-			t.Errorf("%s: allowed = %v, want %v", a, got, want)
+		if want {
+			testcluster.Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
+				if !allowed(t, c, a) {
+					return fmt.Errorf("%s: allowed = false, want true", a)
+				}
+				return nil
+			})
+			continue
+		}
+		if allowed(t, c, a) {
+			t.Errorf("%s: allowed = true, want false", a)
 		}
 	}
 }

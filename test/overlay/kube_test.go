@@ -90,7 +90,14 @@ func TestKubernetesAPIServerDownAndNotReadyUntilPodCIDR(t *testing.T) {
 		c.allocate = false
 		c.start("node-late")
 		// Waiting for the controller manager is no reason for the liveness
-		// probe to restart droverd: /healthz says alive throughout.
+		// probe to restart droverd: /healthz says alive throughout, from
+		// its first answer (the process binds it in its own time).
+		eventually(t, 15*time.Second, func() error {
+			if code, body, err := httpGet(n.NS, "http://127.0.0.1:9436/healthz"); code != 200 {
+				return fmt.Errorf("/healthz = %d %q (%v) after droverd started, want 200", code, body, err)
+			}
+			return nil
+		})
 		for i := 0; i < 3; i++ {
 			time.Sleep(1500 * time.Millisecond)
 			if code, body, err := httpGet(n.NS, "http://127.0.0.1:9436/healthz"); code != 200 {
@@ -398,9 +405,13 @@ func TestKubernetesSelfAllocatedNodesByInternalIPKeepTheirRecords(t *testing.T) 
 		if err := testcluster.Ping(pods[2].ns, pods[1].ip, 2); err != nil {
 			t.Fatal(err)
 		}
-		if logs, _ := os.ReadFile(n1.dir + "/droverd.log"); !strings.Contains(string(logs), "node-z: pod CIDR "+node2CIDR+" overlaps") {
-			t.Errorf("node-1 did not log why node-z was rejected:\n%s", tail(string(logs), 10))
-		}
+		// The rejection is counted before it is logged.
+		eventually(t, 10*time.Second, func() error {
+			if logs, _ := os.ReadFile(n1.dir + "/droverd.log"); !strings.Contains(string(logs), "node-z: pod CIDR "+node2CIDR+" overlaps") {
+				return fmt.Errorf("node-1 did not log why node-z was rejected:\n%s", tail(string(logs), 10))
+			}
+			return nil
+		})
 	})
 
 	t.Run("a node renumbered with its InternalIP is followed without a restart", func(t *testing.T) {
@@ -470,9 +481,15 @@ func TestKubernetesSelfAllocatedNodesByInternalIPKeepTheirRecords(t *testing.T) 
 			}
 			return nil
 		})
-		if logs, _ := os.ReadFile(n3.dir + "/droverd.log"); !strings.Contains(string(logs), "node InternalIP changed") {
-			t.Errorf("node-3 did not log the InternalIP change:\n%s", tail(string(logs), 10))
-		}
+		// node-3 may publish its new address from the link that held the
+		// old one before its own watch delivers the new InternalIP, which
+		// is when it logs the change: wait for that line.
+		eventually(t, 20*time.Second, func() error {
+			if logs, _ := os.ReadFile(n3.dir + "/droverd.log"); !strings.Contains(string(logs), "node InternalIP changed") {
+				return fmt.Errorf("node-3 did not log the InternalIP change:\n%s", tail(string(logs), 10))
+			}
+			return nil
+		})
 	})
 }
 

@@ -185,16 +185,21 @@ func (e *Env) start(opts Options, addr net.IP, etcdBin, apiserverBin string) err
 	}
 	e.CAFile, e.CAData = e.pki.caFile, e.pki.caPEM
 
-	etcdURL, err := e.startEtcd(etcdBin)
+	// All ports at once, before anything binds: etcd starts asynchronously,
+	// so a port picked after it started could be one it has not bound yet.
+	lo := net.ParseIP("127.0.0.1")
+	ports, err := freePorts(e.NetNS, lo, lo, addr)
+	if err != nil {
+		return err
+	}
+	etcdURL, err := e.startEtcd(etcdBin, ports[0], ports[1])
 	if err != nil {
 		return err
 	}
 
 	port := opts.Port
 	if port == 0 {
-		if port, err = freePort(e.NetNS, addr); err != nil {
-			return err
-		}
+		port = ports[2]
 	}
 	e.URL = "https://" + hostPort(addr, port)
 	args := apiserverArgs(e.pki, etcdURL, addr, port, serviceRange, certDir)
@@ -242,18 +247,11 @@ func (e *Env) adminKubeconfigConfig() *rest.Config {
 
 // startEtcd runs etcd on loopback ports inside the namespace: only the API
 // server, in the same namespace, talks to it.
-func (e *Env) startEtcd(bin string) (string, error) {
+func (e *Env) startEtcd(bin string, clientPort, peerPort int) (string, error) {
 	lo := net.ParseIP("127.0.0.1")
-	clientPort, err := freePort(e.NetNS, lo)
-	if err != nil {
-		return "", err
-	}
-	peerPort, err := freePort(e.NetNS, lo)
-	if err != nil {
-		return "", err
-	}
 	clientURL := "http://" + hostPort(lo, clientPort)
 	peerURL := "http://" + hostPort(lo, peerPort)
+	var err error
 	e.etcd, err = startProcess("etcd", e.NetNS, e.Dir, bin,
 		"--name=kubeenv",
 		"--data-dir="+filepath.Join(e.Dir, "etcd"),

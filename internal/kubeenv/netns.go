@@ -47,23 +47,35 @@ func CommandInNetNS(ctx context.Context, nsPath, name string, args ...string) *e
 	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + nsPath, "--", name}, args...)...)
 }
 
-// freePort asks the kernel for a free TCP port on ip inside the namespace.
-// The port is released before the caller binds it; in a namespace of its own
-// (the default) nothing else can take it in between.
-func freePort(nsPath string, ip net.IP) (int, error) {
-	var port int
+// freePorts asks the kernel for one free TCP port on each of ips inside the
+// namespace. Every listener stays open until all ports are picked, so no two
+// picks are the same port (closing each before the next pick would let the
+// kernel hand it out again); they are released before the callers bind
+// them, and in a namespace of its own (the default) nothing else can take
+// them in between.
+func freePorts(nsPath string, ips ...net.IP) ([]int, error) {
+	var ports []int
 	err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
-		if err != nil {
-			return err
+		var held []net.Listener
+		defer func() {
+			for _, l := range held {
+				_ = l.Close()
+			}
+		}()
+		for _, ip := range ips {
+			l, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+			if err != nil {
+				return err
+			}
+			held = append(held, l)
+			ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 		}
-		port = l.Addr().(*net.TCPAddr).Port
-		return l.Close()
+		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("find a free port on %s in %s: %w", ip, nsPath, err)
+		return nil, fmt.Errorf("find free ports on %v in %s: %w", ips, nsPath, err)
 	}
-	return port, nil
+	return ports, nil
 }
 
 // ensureLoopbackUp brings lo up in the namespace when it is down: etcd listens

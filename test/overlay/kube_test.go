@@ -24,7 +24,6 @@ import (
 	"github.com/drover-net/drover/internal/testcluster"
 	"github.com/drover-net/drover/pkg/kube"
 	"github.com/drover-net/drover/pkg/overlay"
-	"github.com/drover-net/drover/pkg/vxlan"
 )
 
 // kubeCluster is a netns cluster whose droverds use a real kube-apiserver
@@ -416,23 +415,10 @@ func TestKubernetesSelfAllocatedNodesByInternalIPKeepTheirRecords(t *testing.T) 
 
 	t.Run("a node renumbered with its InternalIP is followed without a restart", func(t *testing.T) {
 		n3 := c.nodes["node-3"]
-		oldIP, newIP := n3.IP, net.IPv4(198, 51, 100, 43).To4()
 		// As a new DHCP lease does, then kubelet: the address moves on
 		// eth0, and the Node's InternalIP follows.
-		err := n3.NS.Do(func(ns.NetNS) error {
-			eth0, err := netlink.LinkByName("eth0")
-			if err != nil {
-				return err
-			}
-			if err := netlink.AddrDel(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: oldIP, Mask: net.CIDRMask(24, 32)}}); err != nil {
-				return err
-			}
-			return netlink.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: newIP, Mask: net.CIDRMask(24, 32)}})
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n3.IP = newIP
+		newIP := net.IPv4(198, 51, 100, 43).To4()
+		oldIP := renumber(t, n3, newIP)
 		setInternalIP(t, env, "node-3", newIP.String())
 
 		eventually(t, 20*time.Second, func() error {
@@ -441,35 +427,7 @@ func TestKubernetesSelfAllocatedNodesByInternalIPKeepTheirRecords(t *testing.T) 
 			}
 			return nil
 		})
-		err = n3.NS.Do(func(ns.NetNS) error {
-			vx, err := vxlan.Get(vxlan.DefaultName)
-			if err != nil {
-				return err
-			}
-			if !vx.SrcAddr.Equal(newIP) {
-				return fmt.Errorf("node-3's VXLAN device still sends from %s", vx.SrcAddr)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		mac := records["node-3"][kube.AnnotationVTEPMAC]
-		for _, name := range []string{"node-1", "node-2"} {
-			n := c.nodes[name]
-			eventually(t, 20*time.Second, func() error {
-				var mine []string
-				for _, e := range fdb(t, n) {
-					if strings.HasPrefix(e, mac+" ") || strings.HasSuffix(e, " "+oldIP.String()) {
-						mine = append(mine, e)
-					}
-				}
-				if len(mine) != 1 || mine[0] != mac+" "+newIP.String() {
-					return fmt.Errorf("%s FDB entries for node-3: %v, want exactly %s %s", name, mine, mac, newIP)
-				}
-				return nil
-			})
-		}
+		peersFollow(t, c, n3, records["node-3"][kube.AnnotationVTEPMAC], oldIP, "node-1", "node-2")
 		eventually(t, 15*time.Second, func() error {
 			for _, p := range pods[:2] {
 				if err := testcluster.Ping(p.ns, pods[2].ip, 1); err != nil {

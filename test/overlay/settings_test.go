@@ -121,11 +121,24 @@ func TestAPeerWhoseUnderlayAddressChangesIsFollowedEverywhere(t *testing.T) {
 	waitRoutes(t, c, 2)
 	pingAll(t, pods)
 	n3 := c.nodes["node-3"]
-	oldIP, newIP := n3.IP, net.IPv4(198, 51, 100, 33).To4()
-	// Renumbered, as by a new DHCP lease. (Old address first: removing a
-	// primary address also removes the secondaries of its subnet unless
-	// promote_secondaries is set.)
-	err := n3.NS.Do(func(ns.NetNS) error {
+	oldIP := renumber(t, n3, net.IPv4(198, 51, 100, 33).To4())
+	peersFollow(t, c, n3, vxlan.MACForNode("node-3").String(), oldIP, "node-1", "node-2")
+	eventually(t, 15*time.Second, func() error {
+		if err := testcluster.Ping(pods[0].ns, pods[2].ip, 1); err != nil {
+			return err
+		}
+		return testcluster.Ping(pods[2].ns, pods[1].ip, 1)
+	})
+}
+
+// renumber moves node n's eth0 address to newIP, as a new DHCP lease does,
+// and returns the old one. (Old address first: removing a primary address
+// also removes the secondaries of its subnet unless promote_secondaries is
+// set.)
+func renumber(t *testing.T, n *node, newIP net.IP) net.IP {
+	t.Helper()
+	oldIP := n.IP
+	err := n.NS.Do(func(ns.NetNS) error {
 		eth0, err := netlink.LinkByName("eth0")
 		if err != nil {
 			return err
@@ -136,43 +149,43 @@ func TestAPeerWhoseUnderlayAddressChangesIsFollowedEverywhere(t *testing.T) {
 		return netlink.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: newIP, Mask: net.CIDRMask(24, 32)}})
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("renumber %s: %v", n.Name, err)
 	}
-	n3.IP = newIP
-	mac := vxlan.MACForNode("node-3").String()
-	for _, name := range []string{"node-1", "node-2"} {
-		n := c.nodes[name]
+	n.IP = newIP
+	return oldIP
+}
+
+// peersFollow waits until every node of others holds exactly one FDB entry
+// for renumbered node n (VTEP MAC mac), at its new address, and checks that
+// n's VXLAN device sends from it.
+func peersFollow(t *testing.T, c *cluster, n *node, mac string, oldIP net.IP, others ...string) {
+	t.Helper()
+	for _, name := range others {
+		o := c.nodes[name]
 		eventually(t, 20*time.Second, func() error {
-			entries := fdb(t, n)
 			var mine []string
-			for _, e := range entries {
+			for _, e := range fdb(t, o) {
 				if strings.HasPrefix(e, mac+" ") || strings.HasSuffix(e, " "+oldIP.String()) {
 					mine = append(mine, e)
 				}
 			}
-			if len(mine) != 1 || mine[0] != mac+" "+newIP.String() {
-				return fmt.Errorf("%s FDB entries for node-3: %v, want exactly %s %s", name, mine, mac, newIP)
+			if len(mine) != 1 || mine[0] != mac+" "+n.IP.String() {
+				return fmt.Errorf("%s FDB entries for %s: %v, want exactly %s %s", name, n.Name, mine, mac, n.IP)
 			}
 			return nil
 		})
 	}
-	err = n3.NS.Do(func(ns.NetNS) error {
+	err := n.NS.Do(func(ns.NetNS) error {
 		vx, err := vxlan.Get(vxlan.DefaultName)
 		if err != nil {
 			return err
 		}
-		if !vx.SrcAddr.Equal(newIP) {
-			return fmt.Errorf("node-3's VXLAN device still sends from %s", vx.SrcAddr)
+		if !vx.SrcAddr.Equal(n.IP) {
+			return fmt.Errorf("%s's VXLAN device still sends from %s", n.Name, vx.SrcAddr)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, func() error {
-		if err := testcluster.Ping(pods[0].ns, pods[2].ip, 1); err != nil {
-			return err
-		}
-		return testcluster.Ping(pods[2].ns, pods[1].ip, 1)
-	})
 }

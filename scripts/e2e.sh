@@ -54,9 +54,9 @@ if [ "${1:-}" = bench ]; then
 		echo "the API reports it Running, for pods of the suite's echo image (already"
 		echo "imported). First every pod with drover (droverd running, its conflist),"
 		echo "then, on the same nodes in the same run, every pod with the reference"
-		echo "bridge + host-local plugins, portmap chained to both; the runtime,"
-		echo "kubelet, images and pod specs are the same, so the ratio is the CNI"
-		echo "plugins' share."
+		echo "bridge + host-local plugins (ipMasq on: drover's pods have masquerade"
+		echo "too), portmap chained to both; the runtime, kubelet, images and pod"
+		echo "specs are the same, so the ratio is the CNI plugins' share."
 		echo
 		echo "Measured $(date -u '+%Y-%m-%d %H:%M') UTC (kernel $(uname -r), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end)."
 		echo

@@ -39,13 +39,15 @@ func TestBenchPodStartup(t *testing.T) {
 	drover := c.podStartup(t, "drover")
 
 	// Switch every node to the reference plugins: droverd stops (its data
-	// path stays), its conflist goes, a bridge + host-local one comes.
+	// path stays), its conflist goes, a bridge + host-local one comes, with
+	// ipMasq as drover's pods have masquerade (droverd's one rule per node;
+	// the bridge plugin makes a chain per pod).
 	for i, n := range c.nodes {
 		n.droverd.stop(10 * time.Second)
 		if err := os.Remove(n.conflist()); err != nil {
 			t.Fatal(err)
 		}
-		ref := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ref","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,
+		ref := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ref","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,
 "ipam":{"type":"host-local","ranges":[[{"subnet":"10.245.%d.0/24"}]],"dataDir":%q}},
 {"type":"portmap","capabilities":{"portMappings":true},"snat":true}]}`, i+1, n.path("run", "host-local"))
 		if err := os.WriteFile(filepath.Join(n.cniConf(), "20-ref.conflist"), []byte(ref), 0o644); err != nil {

@@ -75,6 +75,19 @@ func TestARecordWithoutIndexNameIsFoundAndIndexed(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "10.1.0.10"), []byte("older\neth0\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Looking for another attachment indexes it too: a store written before
+	// the index is read whole once, not on every call.
+	withStore(t, dir, func(s *Store) error {
+		held, err := s.Held(Attachment{"someone-else", "eth0"})
+		if len(held) != 0 {
+			t.Errorf("someone-else holds %v", held)
+		}
+		return err
+	})
+	older := indexName(attachmentKey(Attachment{"older", "eth0"}), net.ParseIP("10.1.0.10").To4())
+	if !slices.Contains(names(t, dir), older) {
+		t.Fatalf("an unindexed record read for another attachment was not indexed: %v", names(t, dir))
+	}
 	withStore(t, dir, func(s *Store) error {
 		freed, err := s.Release(Attachment{"older", "eth0"})
 		if len(freed) != 1 || freed[0].String() != "10.1.0.10" {

@@ -266,7 +266,8 @@ func (s *Store) scanHeld(a Attachment) (*listing, []net.IP, error) {
 
 // heldBy returns the addresses a holds. Indexed records are read only under
 // a's key, to confirm them; records without an index name are read all, and
-// indexed on the way when the lock is held, so that cost is paid once.
+// each is indexed under its own attachment on the way when the lock is held,
+// so a store written before the index costs that once.
 func (s *Store) heldBy(l *listing, a Attachment) ([]net.IP, error) {
 	key := attachmentKey(a)
 	var held []net.IP
@@ -280,17 +281,20 @@ func (s *Store) heldBy(l *listing, a Attachment) ([]net.IP, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !ok || got != a {
+		if !ok {
 			continue
 		}
 		if !indexed && s.locked {
 			// Best effort: without the name the record is still found,
 			// by this slower path.
-			if err := os.Link(filepath.Join(s.dir, name), filepath.Join(s.dir, indexName(key, ip))); err == nil {
-				l.index[name] = append(l.index[name], indexName(key, ip))
+			idx := indexName(attachmentKey(got), ip)
+			if err := os.Link(filepath.Join(s.dir, name), filepath.Join(s.dir, idx)); err == nil {
+				l.index[name] = append(l.index[name], idx)
 			}
 		}
-		held = append(held, ip)
+		if got == a {
+			held = append(held, ip)
+		}
 	}
 	return held, nil
 }

@@ -107,9 +107,11 @@ func Install(o Options) (Result, error) {
 	return res, nil
 }
 
-// removeExecutable deletes an installed executable and any temp files an
-// interrupted install left beside it; missing is fine.
-func removeExecutable(path string) error {
+// removeWithTemporaries deletes a file written by a temp-and-rename (an
+// installed executable, or droverd's node state and peer cache, which name
+// their temp files the same way: .<name>.tmp-*) and any temp files an
+// interrupted writer left beside it; missing is fine. The directory stays.
+func removeWithTemporaries(path string) error {
 	dir, base := filepath.Dir(path), filepath.Base(path)
 	var errs []error
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {

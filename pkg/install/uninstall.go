@@ -96,7 +96,7 @@ func Uninstall(ctx context.Context, o UninstallOptions) ([]Step, error) {
 	conf := filepath.Join(o.CNIConfDir, o.CNIConfName)
 	do("conflist "+conf, func() error { return cniconf.Remove(o.onHost(conf)) })
 	cniBin := filepath.Join(o.CNIBinDir, CNIPlugin)
-	do("CNI plugin "+cniBin, func() error { return removeExecutable(o.onHost(cniBin)) })
+	do("CNI plugin "+cniBin, func() error { return removeWithTemporaries(o.onHost(cniBin)) })
 	// A plugin dir that cannot be found fails this step only: the rest of
 	// the node is still cleaned.
 	if det, err := o.pluginDir(); err != nil {
@@ -116,7 +116,7 @@ func Uninstall(ctx context.Context, o UninstallOptions) ([]Step, error) {
 	if !within(o.StateFile, o.RunDir) {
 		peers := filepath.Join(filepath.Dir(o.StateFile), nodestate.PeerCacheName)
 		do("node state "+o.StateFile+" and peer cache "+peers, func() error {
-			return errors.Join(removeWritten(o.onHost(o.StateFile)), removeWritten(o.onHost(peers)))
+			return errors.Join(removeWithTemporaries(o.onHost(o.StateFile)), removeWithTemporaries(o.onHost(peers)))
 		})
 	}
 	if !within(store, o.RunDir) {
@@ -187,14 +187,6 @@ func missing(err error) bool {
 func within(path, dir string) bool {
 	path, dir = filepath.Clean(path), filepath.Clean(dir)
 	return path == dir || strings.HasPrefix(path, dir+"/")
-}
-
-// removeWritten removes a file nodestate.WriteFileAtomic wrote and the
-// temp files a killed writer left beside it, which it names as CopyFile
-// does (.<name>.tmp-*); missing is fine. The directory stays: it may hold
-// other things.
-func removeWritten(path string) error {
-	return removeExecutable(path)
 }
 
 // removeStore removes the network's IPAM store and then, unless keepRoot,
